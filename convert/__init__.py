@@ -1,0 +1,1 @@
+"""torch -> Flax weight conversion: the rule engine and one mapping table per source layout."""

@@ -1,0 +1,23 @@
+"""jaxbackbones: vision backbones in Flax NNX that load PyTorch hub checkpoints with feature-map parity."""
+
+from .auto import AutoBackbone, AutoConfig
+from .backbone import BackboneConfigMixin, BackboneOutput
+from .checkpoint import CheckpointError
+from .configuration import PretrainedConfig
+from .convert.rules import CheckpointMismatchError, ConversionReport
+from .models.resnet import ResNetBackbone, ResNetConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoBackbone",
+    "AutoConfig",
+    "BackboneConfigMixin",
+    "BackboneOutput",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "ConversionReport",
+    "PretrainedConfig",
+    "ResNetBackbone",
+    "ResNetConfig",
+]

@@ -1,0 +1,98 @@
+"""Repo id or local folder -> local files.
+
+Everything that touches the Hugging Face hub goes through here. huggingface_hub itself honours
+`HF_HUB_OFFLINE`, `HF_HUB_CACHE` and `HF_HOME`; this module turns its exceptions into messages that say
+what to do, and picks the weight files of a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+CONFIG_NAME = "config.json"
+# In order of preference: safetensors is read without torch and cannot execute code.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: str | None = None,
+                 required: bool = True) -> Path | None:
+    """Local path of `filename` in a folder or hub repo; None if it does not exist and is not `required`.
+
+    Raises:
+        OSError: the file is required and missing, the repo or revision does not exist, or the hub cannot be
+            reached (offline, or `HF_HUB_OFFLINE=1`) and the file is not in the local cache.
+    """
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        path = folder / filename
+        if path.is_file():
+            return path
+        if required:
+            raise OSError(f"{folder} has no file named {filename}")
+        return None
+
+    repo_id = str(name_or_path)
+    if repo_id.count("/") > 1 or not repo_id.strip("/"):
+        raise OSError(f"{repo_id!r} is neither a local folder nor a hub repo id of the form 'org/name'")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except RevisionNotFoundError as error:
+        raise OSError(f"revision {revision!r} does not exist in hub repo {repo_id!r}") from error
+    except RepositoryNotFoundError as error:
+        raise OSError(f"{repo_id!r} is not a local folder and not a hub repo you can access") from error
+    except LocalEntryNotFoundError as error:
+        if not required:
+            return None
+        where = f"revision {revision!r} of " if revision else ""
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise OSError(
+            f"{filename} of {where}{repo_id!r} is not in the local cache ({constants.HF_HUB_CACHE}) and {reason}. "
+            "Download it once while online, or pass a local folder."
+        ) from error
+    except EntryNotFoundError as error:
+        if not required:
+            return None
+        raise OSError(f"hub repo {repo_id!r} has no file named {filename}") from error
+
+
+def load_config_dict(name_or_path: str | os.PathLike, *, revision: str | None = None) -> dict:
+    """The parsed `config.json` of a folder or hub repo."""
+    path = resolve_file(name_or_path, CONFIG_NAME, revision=revision)
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    return config
+
+
+def resolve_weight_files(name_or_path: str | os.PathLike, *, revision: str | None = None) -> list[Path]:
+    """The weight files of a checkpoint: one file, or every shard listed by an index file."""
+    for filename in WEIGHT_FILES:
+        path = resolve_file(name_or_path, filename, revision=revision, required=False)
+        if path is None:
+            continue
+        if not filename.endswith(".index.json"):
+            return [path]
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is not a valid shard index (no 'weight_map'): {error}") from error
+        return [resolve_file(name_or_path, shard, revision=revision) for shard in sorted(set(weight_map.values()))]
+    raise OSError(f"{name_or_path} has no weights: looked for {', '.join(WEIGHT_FILES)}")

@@ -1,0 +1,110 @@
+"""Building blocks shared by the model families, written to match torch's numerics."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _quick_gelu(x: jax.Array) -> jax.Array:
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+# Names as transformers' ACT2FN spells them.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "quick_gelu": _quick_gelu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "mish": jax.nn.mish,
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "linear": lambda x: x,
+}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation transformers calls `name`; `ValueError` listing the supported names otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+# torch initialises convolutions with kaiming-normal (fan_out) in transformers' ResNet and timm.
+conv_kernel_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, padding: int | None = None,
+           groups: int = 1, use_bias: bool = False, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
+    """An NHWC convolution padded like torch: `kernel_size // 2` on every side unless `padding` is given."""
+    pad = kernel_size // 2 if padding is None else padding
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        kernel_size=(kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=conv_kernel_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def max_pool(x: jax.Array, kernel_size: int, stride: int, padding: int) -> jax.Array:
+    """NHWC max-pool padded with -inf, as torch's MaxPool2d."""
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1), pad
+    )
+
+
+class BatchNorm(nnx.Module):
+    """BatchNorm over NHWC that follows torch's BatchNorm2d, statistics in float32.
+
+    Train mode (`use_running_average=False`) normalises with the batch's biased variance and updates the
+    running statistics with `momentum` and the unbiased variance, as torch does; eval mode uses the
+    running statistics. `.train()` / `.eval()` switch the mode. Under `jax.jit` with a sharded batch the
+    means are taken over the global batch.
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
+                 use_running_average: bool = False, dtype=jnp.float32, param_dtype=jnp.float32):
+        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        self.eps = eps
+        self.momentum = momentum
+        self.use_running_average = use_running_average
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x32, axis=axes)
+            var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+            count = x.size // x.shape[-1]
+            unbiased_var = var * (count / max(count - 1, 1))
+            self.mean[...] = (1 - self.momentum) * self.mean[...] + self.momentum * mean
+            self.var[...] = (1 - self.momentum) * self.var[...] + self.momentum * unbiased_var
+        scale = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+        return ((x32 - mean) * scale + self.bias[...].astype(jnp.float32)).astype(self.dtype)

@@ -1,0 +1,189 @@
+"""ResNet: config, modules and backbone, feature-map for feature-map equal to transformers' ResNetBackbone."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
+from ..configuration import PretrainedConfig
+from ..layers import BatchNorm, conv2d, get_activation, max_pool
+from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
+
+
+class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
+    """transformers' ResNetConfig: same fields, defaults (ResNet-50) and `config.json`.
+
+    Stages are `stem` (after the max-pool) and `stage1`... one per entry of `depths`.
+    """
+
+    model_type = "resnet"
+    layer_types: ClassVar[tuple[str, ...]] = ("basic", "bottleneck")
+    defaults: ClassVar[dict] = {
+        "num_channels": 3,
+        "embedding_size": 64,
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "depths": [3, 4, 6, 3],
+        "layer_type": "bottleneck",
+        "hidden_act": "relu",
+        "downsample_in_first_stage": False,
+        "downsample_in_bottleneck": False,
+    }
+    derived_keys = ("model_type", "stage_names")
+
+    def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_sizes = list(self.hidden_sizes)
+        self.depths = list(self.depths)
+        if self.layer_type not in self.layer_types:
+            raise ValueError(f"layer_type={self.layer_type} is not one of {','.join(self.layer_types)}")
+        if len(self.hidden_sizes) != len(self.depths):
+            raise ValueError(
+                f"hidden_sizes {self.hidden_sizes} and depths {self.depths} must have one entry per stage"
+            )
+        get_activation(self.hidden_act)
+        self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output.update(stage_names=list(self.stage_names), out_features=self.out_features,
+                      out_indices=self.out_indices)
+        return output
+
+
+class ResNetStem(nnx.Module):
+    """7x7/2 convolution, BatchNorm, activation, 3x3/2 max-pool."""
+
+    def __init__(self, config: ResNetConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.conv = conv2d(config.num_channels, config.embedding_size, 7, stride=2, dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
+        self.bn = BatchNorm(config.embedding_size, dtype=dtype, param_dtype=param_dtype)
+        self.act = get_activation(config.hidden_act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return max_pool(self.act(self.bn(self.conv(x))), kernel_size=3, stride=2, padding=1)
+
+
+class ResNetShortcut(nnx.Module):
+    """1x1 projection with BatchNorm, strided where the block downsamples."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.conv = conv2d(in_channels, out_channels, 1, stride=stride, dtype=dtype, param_dtype=param_dtype,
+                           rngs=rngs)
+        self.bn = BatchNorm(out_channels, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.bn(self.conv(x))
+
+
+class ResNetBlock(nnx.Module):
+    """A residual block: two 3x3 convolutions (basic) or 1x1-3x3-1x1 (bottleneck), each with BatchNorm.
+
+    The shortcut is projected when the block changes channels or stride. In a bottleneck the stride sits on
+    the 3x3 convolution, or on the first 1x1 with `stride_in_first_conv` (transformers'
+    `downsample_in_bottleneck`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, bottleneck: bool, stride: int, activation: str,
+                 stride_in_first_conv: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
+        if bottleneck:
+            mid_channels = out_channels // 4
+            kernel_sizes = (1, 3, 1)
+            widths = (mid_channels, mid_channels, out_channels)
+            strides = (stride, 1, 1) if stride_in_first_conv else (1, stride, 1)
+        else:
+            kernel_sizes, widths, strides = (3, 3), (out_channels, out_channels), (stride, 1)
+        channels = (in_channels, *widths)
+        self.convs = nnx.List([
+            conv2d(channels[i], channels[i + 1], kernel_sizes[i], stride=strides[i], dtype=dtype,
+                   param_dtype=param_dtype, rngs=rngs)
+            for i in range(len(widths))
+        ])
+        self.bns = nnx.List([BatchNorm(width, dtype=dtype, param_dtype=param_dtype) for width in widths])
+        if in_channels != out_channels or stride != 1:
+            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, dtype=dtype, param_dtype=param_dtype,
+                                           rngs=rngs)
+        else:
+            self.shortcut = None
+        self.act = get_activation(activation)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        residual = x if self.shortcut is None else self.shortcut(x)
+        last = len(self.convs) - 1
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            x = bn(conv(x))
+            if i != last:
+                x = self.act(x)
+        return self.act(x + residual)
+
+
+class ResNetStage(nnx.Module):
+    def __init__(self, config: ResNetConfig, in_channels: int, out_channels: int, depth: int, stride: int, *,
+                 dtype, param_dtype, rngs: nnx.Rngs):
+        bottleneck = config.layer_type == "bottleneck"
+        self.blocks = nnx.List([
+            ResNetBlock(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                bottleneck=bottleneck,
+                stride=stride if i == 0 else 1,
+                activation=config.hidden_act,
+                stride_in_first_conv=config.downsample_in_bottleneck,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+            for i in range(depth)
+        ])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ResNetBackbone(BackboneModuleMixin, nnx.Module):
+    """ResNet feature extractor with transformers' ResNetBackbone semantics, in Flax NNX.
+
+    Args:
+        config: the architecture and the selected stages (`out_features` / `out_indices`).
+        rngs: initialises the weights (random until loaded).
+        dtype: compute dtype; BatchNorm statistics are always float32.
+        param_dtype: dtype of the parameters.
+        data_format: "channels_last" (default) takes and returns NHWC; "channels_first" NCHW, as transformers.
+
+    Calling `model(pixel_values)` with pixel_values of shape (batch, height, width, num_channels) (any height
+    and width) returns a `BackboneOutput` whose `feature_maps` are the selected stages' outputs, in order.
+    The stem map has stride 4, stage k stride 4 * 2**(k-1) (one more factor 2 with
+    `downsample_in_first_stage`).
+    """
+
+    def __init__(self, config: ResNetConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 data_format: str = "channels_last"):
+        self.config = config
+        self.data_format = validate_data_format(data_format)
+        self.num_features = (config.embedding_size, *config.hidden_sizes)
+        self.stem = ResNetStem(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        in_channels = [config.embedding_size, *config.hidden_sizes[:-1]]
+        first_stride = 2 if config.downsample_in_first_stage else 1
+        self.stages = nnx.List([
+            ResNetStage(config, in_channels[i], config.hidden_sizes[i], config.depths[i],
+                        first_stride if i == 0 else 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            for i in range(len(config.depths))
+        ])
+        self.dtype = dtype
+
+    def __call__(self, pixel_values: jax.Array, output_hidden_states: bool = False) -> BackboneOutput:
+        pixel_values = validate_pixel_values(pixel_values, self.config.num_channels, self.data_format)
+        x = self.stem(from_channels_first(pixel_values, self.data_format).astype(self.dtype))
+        hidden_states = [x]
+        for stage in self.stages:
+            x = stage(x)
+            hidden_states.append(x)
+        hidden_states = tuple(to_channels_first(h, self.data_format) for h in hidden_states)
+        feature_maps = tuple(hidden_states[self.stage_names.index(name)] for name in self.out_features)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None)
