@@ -6,6 +6,7 @@ from .checkpoint import CheckpointError
 from .configuration import PretrainedConfig
 from .convert.rules import CheckpointMismatchError, ConversionReport
 from .models.resnet import ResNetBackbone, ResNetConfig
+from .models.swin import SwinBackbone, SwinConfig
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,6 @@ __all__ = [
     "PretrainedConfig",
     "ResNetBackbone",
     "ResNetConfig",
+    "SwinBackbone",
+    "SwinConfig",
 ]

@@ -12,8 +12,9 @@ from flax import nnx
 
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
-from .convert import hf_resnet
+from .convert import hf_resnet, hf_swin
 from .models.resnet import ResNetBackbone, ResNetConfig
+from .models.swin import SwinBackbone, SwinConfig
 
 logger = logging.getLogger("jaxbackbones")
 
@@ -24,11 +25,14 @@ class Family:
 
     config_class: type[PretrainedConfig]
     backbone_class: type[nnx.Module]
-    mapping: ModuleType  # has RULES, and ALLOW_MISSING when the checkpoint may lack some entries
+    # has RULES; ALLOW_MISSING when the checkpoint may lack some entries; prepare(state_dict) -> state_dict when
+    # several torch keys make one entry (run before the rules)
+    mapping: ModuleType
 
 
 FAMILIES: dict[str, Family] = {
     "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet),
+    "swin": Family(SwinConfig, SwinBackbone, hf_swin),
 }
 
 
@@ -97,6 +101,8 @@ class AutoBackbone:
         family = FAMILIES[config.model_type]
         files = hub.resolve_weight_files(name_or_path, revision=revision)
         state_dict = checkpoint.read_state_dict(files)
+        if hasattr(family.mapping, "prepare"):
+            state_dict = family.mapping.prepare(state_dict)
 
         def build():
             return family.backbone_class(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,

@@ -150,5 +150,6 @@ def load_converted(
     for path, variable in nnx.to_flat_state(state):
         key = ".".join(map(str, path))
         value = converted[key] if key in converted else initial[key][...]
-        filled.append((path, variable.replace(jnp.asarray(value, dtype=variable.dtype))))
+        # A copy: on CPU jnp.asarray may alias the numpy buffer (a memory map, or a torch tensor's storage).
+        filled.append((path, variable.replace(jnp.array(value, dtype=variable.dtype, copy=True))))
     return nnx.merge(graphdef, nnx.from_flat_state(filled)), report

@@ -108,3 +108,41 @@ class BatchNorm(nnx.Module):
             self.var[...] = (1 - self.momentum) * self.var[...] + self.momentum * unbiased_var
         scale = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
         return ((x32 - mean) * scale + self.bias[...].astype(jnp.float32)).astype(self.dtype)
+
+
+def layer_norm(num_features: int, *, eps: float = 1e-5, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """A LayerNorm over the last axis with torch's numerics: two-pass variance, statistics in float32.
+
+    The output is in `dtype`, the scale and bias in `param_dtype` (initialised to 1 and 0, as torch does).
+    """
+    return nnx.LayerNorm(num_features, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
+                         rngs=rngs)
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth: zeroes whole samples with probability `rate` and rescales the rest by 1 / (1 - rate).
+
+    Like `nnx.Dropout`, it is active only while `deterministic` is False (`.train()` / `.eval()` switch it)
+    and draws its key from the `rng_collection` stream of the `rngs` passed at call time (falling back to the
+    `default` stream). It keeps no random state of its own, so a module's state stays its weights.
+    """
+
+    def __init__(self, rate: float, *, deterministic: bool = False, rng_collection: str = "dropout"):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        if self.rate == 0.0 or self.deterministic:
+            return x
+        if rngs is None:
+            raise ValueError(
+                f"DropPath(rate={self.rate}) is in train mode (deterministic=False) but no rngs were given; "
+                "pass rngs=nnx.Rngs(dropout=seed) to the call, or call .eval() on the module"
+            )
+        keep_prob = 1.0 - self.rate
+        mask = jax.random.bernoulli(rngs[self.rng_collection](), keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))

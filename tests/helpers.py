@@ -41,7 +41,7 @@ def randomize_torch_module(module, seed: int = 0):
 
 
 def state_dict_numpy(module) -> dict[str, np.ndarray]:
-    return {key: value.detach().cpu().numpy() for key, value in module.state_dict().items()}
+    return {key: value.detach().cpu().numpy().copy() for key, value in module.state_dict().items()}
 
 
 def assert_parity(reference, ours, rtol: float = PARITY_RTOL, name: str = ""):

@@ -85,7 +85,8 @@ class ResNetBlock(nnx.Module):
 
     The shortcut is projected when the block changes channels or stride. In a bottleneck the stride sits on
     the 3x3 convolution, or on the first 1x1 with `stride_in_first_conv` (transformers'
-    `downsample_in_bottleneck`).
+    `downsample_in_bottleneck`). As in transformers, `activation` (`hidden_act`) applies after the residual
+    sum only; the activations between the convolutions are always ReLU.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck: bool, stride: int, activation: str,
@@ -117,7 +118,7 @@ class ResNetBlock(nnx.Module):
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
             x = bn(conv(x))
             if i != last:
-                x = self.act(x)
+                x = jax.nn.relu(x)
         return self.act(x + residual)
 
 

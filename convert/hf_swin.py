@@ -1,0 +1,131 @@
+"""transformers' Swin checkpoints (SwinForImageClassification, SwinModel, SwinBackbone, SwinForMaskedImageModeling)
+-> SwinBackbone.
+
+Layouts handled:
+- prefix: `swin.` (classification, masked image modeling, and transformers 5's in-memory SwinBackbone) or none
+  (SwinModel, and SwinBackbone as transformers 4 wrote it and transformers 5 still saves it);
+- names: transformers 4's (`attention.self.query/key/value`, `attention.self.relative_position_bias_table`,
+  `attention.output.dense`, `intermediate.dense`, `output.dense`), which transformers 5 also writes on save,
+  and transformers 5's in-memory ones (`attention.q_proj/k_proj/v_proj`, `attention.o_proj`,
+  `attention.relative_position_bias.relative_position_bias_table`, `mlp.fc1`, `mlp.fc2`).
+
+`prepare` runs before the rules: it fuses each block's query/key/value into one `attention.qkv` entry (our (C, 3C)
+kernel) and checks any persistent `relative_position_index` buffer against the index we compute (the buffer itself
+is then ignored: the index is recomputed). A block lacking one of query/key/value is left unfused, so its other
+projections are reported as unexpected and its `attn.qkv` as missing.
+
+The final `layernorm` of SwinModel, the classifier, and SimMIM's decoder and mask token are ignored.
+`hidden_states_norms` that the checkpoint lacks (a classification checkpoint has none; a SwinBackbone checkpoint
+only those of the stages it selected) keep weight 1, bias 0 and are reported as newly initialised.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..models.swin import relative_position_index
+from .rules import CheckpointMismatchError, Rule, conv_kernel, linear_kernel
+
+_PREFIX = r"(?:swin\.)?"
+_BLOCK = _PREFIX + r"encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+_TARGET = r"stages.\1.blocks.\2."
+
+# query/key/value of one block, in either naming: group 1 the attention prefix, 2/3 the projection, 4 the tensor.
+_QKV = re.compile(r"(.*\.attention\.)(?:self\.(query|key|value)|([qkv])_proj)\.(weight|bias)")
+_ROLE = {"query": "q", "key": "k", "value": "v", "q": "q", "k": "k", "v": "v"}
+
+
+def _norm(torch_prefix: str, target: str) -> list[Rule]:
+    return [Rule(torch_prefix + r"\.weight", target + ".scale"), Rule(torch_prefix + r"\.bias", target + ".bias")]
+
+
+def _linear(torch_prefix: str, target: str, bias: bool = True) -> list[Rule]:
+    rules = [Rule(torch_prefix + r"\.weight", target + ".kernel", linear_kernel)]
+    return rules + ([Rule(torch_prefix + r"\.bias", target + ".bias")] if bias else [])
+
+
+RULES = [
+    Rule(_PREFIX + r"embeddings\.patch_embeddings\.projection\.weight", "patch_embed.proj.kernel", conv_kernel),
+    Rule(_PREFIX + r"embeddings\.patch_embeddings\.projection\.bias", "patch_embed.proj.bias"),
+    *_norm(_PREFIX + r"embeddings\.norm", "patch_embed.norm"),
+    Rule(_PREFIX + r"embeddings\.position_embeddings", "absolute_pos_embed"),
+    *_linear(_BLOCK + r"attention\.qkv", _TARGET + "attn.qkv"),  # fused by `prepare`
+    *_linear(_BLOCK + r"attention\.(?:output\.dense|o_proj)", _TARGET + "attn.proj"),
+    Rule(_BLOCK + r"attention\.(?:self|relative_position_bias)\.relative_position_bias_table",
+         _TARGET + "attn.relative_position_bias_table"),
+    # Recomputed from the window size (and checked against the checkpoint's by `prepare`).
+    Rule(_BLOCK + r"attention\.(?:self|relative_position_bias)\.relative_position_index", None),
+    *_norm(_BLOCK + r"layernorm_before", _TARGET + "norm1"),
+    *_norm(_BLOCK + r"layernorm_after", _TARGET + "norm2"),
+    *_linear(_BLOCK + r"(?:intermediate\.dense|mlp\.fc1)", _TARGET + "mlp.fc1"),
+    *_linear(_BLOCK + r"(?:output\.dense|mlp\.fc2)", _TARGET + "mlp.fc2"),
+    *_linear(_PREFIX + r"encoder\.layers\.(\d+)\.downsample\.reduction", r"stages.\1.downsample.reduction",
+             bias=False),
+    *_norm(_PREFIX + r"encoder\.layers\.(\d+)\.downsample\.norm", r"stages.\1.downsample.norm"),
+    *_norm(r"hidden_states_norms\.(stem|stage\d+)", r"hidden_states_norms.\1"),
+    # SwinModel's final norm (the backbone normalises each stage itself), the classifier, SimMIM's head.
+    Rule(_PREFIX + r"layernorm\.(?:weight|bias)", None),
+    Rule(r"classifier\..*", None),
+    Rule(_PREFIX + r"embeddings\.mask_token", None),
+    Rule(r"decoder\..*", None),
+]
+
+ALLOW_MISSING = [r"hidden_states_norms\.[^.]+\.(?:scale|bias)"]
+
+
+def check_relative_position_index(key: str, index: np.ndarray) -> None:
+    """Raise `CheckpointMismatchError` unless `index` is the relative position index of a square window."""
+    index = np.asarray(index)
+    tokens = index.shape[0] if index.ndim == 2 else math.isqrt(index.size)
+    window = math.isqrt(tokens)
+    if index.size != tokens * tokens or window * window != tokens or (index.ndim == 2 and index.shape[1] != tokens):
+        raise CheckpointMismatchError(
+            f"{key} has shape {tuple(index.shape)}, which is not the relative position index of a square window "
+            "((w*w, w*w), or flattened)"
+        )
+    expected = relative_position_index(window)
+    found = index.reshape(tokens, tokens)
+    if not np.array_equal(found, expected):
+        row, col = (int(i) for i in np.argwhere(found != expected)[0])
+        raise CheckpointMismatchError(
+            f"{key} does not match the relative position index of a {window}x{window} window that jaxbackbones "
+            f"computes: entry ({row}, {col}) is {found[row, col]}, expected {expected[row, col]}. The checkpoint "
+            "reads its relative_position_bias_table in another order, so its attention biases would be wrong."
+        )
+
+
+def prepare(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fuse every block's query/key/value into `<attention>.qkv.{weight,bias}`, check relative position indices.
+
+    Returns a new dict (the input is not modified). A group lacking query, key or value is left as it is.
+    """
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    for key in state_dict:
+        match = _QKV.fullmatch(key)
+        if match:
+            role = _ROLE[match.group(2) or match.group(3)]
+            groups.setdefault((match.group(1), match.group(4)), {})[role] = key
+        elif key.endswith("relative_position_index"):
+            check_relative_position_index(key, state_dict[key])
+
+    fused: dict[str, np.ndarray] = {}
+    consumed: set[str] = set()
+    for (prefix, tensor), roles in groups.items():
+        if set(roles) == {"q", "k", "v"}:
+            fused[f"{prefix}qkv.{tensor}"] = np.concatenate([np.asarray(state_dict[roles[r]]) for r in "qkv"], axis=0)
+            consumed.update(roles.values())
+
+    output: dict[str, np.ndarray] = {}
+    for key, array in state_dict.items():
+        if key in consumed:
+            match = _QKV.fullmatch(key)
+            name = f"{match.group(1)}qkv.{match.group(4)}"
+            if name not in output:
+                output[name] = fused[name]
+        else:
+            output[key] = array
+    return output
