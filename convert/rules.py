@@ -97,7 +97,10 @@ class ConversionReport:
 
     def raise_if_incomplete(self, source: str = "checkpoint"):
         if not self.ok:
-            raise CheckpointMismatchError(f"{source} does not fit the model:\n{self.summary()}")
+            hint = ""
+            if not self.loaded and self.unexpected:
+                hint = " (no key matched at all: a checkpoint of another architecture or layout?)"
+            raise CheckpointMismatchError(f"{source} does not fit the model{hint}:\n{self.summary()}")
 
 
 def convert_state_dict(

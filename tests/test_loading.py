@@ -1,0 +1,224 @@
+"""Loading through the public path: hub cache layout, offline, file formats, and every error a user can hit."""
+
+import json
+import struct
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+import transformers
+from helpers import assert_parity, randomize_torch_module, write_to_hub_cache
+
+from jaxbackbones import AutoBackbone, AutoConfig, CheckpointError, CheckpointMismatchError
+from jaxbackbones.checkpoint import read_safetensors
+
+SMALL = dict(embedding_size=8, hidden_sizes=[16, 24, 32], depths=[1, 2, 1], out_indices=[0, 1, 2, 3])
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    config = transformers.ResNetConfig(**SMALL)
+    return randomize_torch_module(transformers.ResNetBackbone(config).eval(), seed=7)
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return np.random.default_rng(1).standard_normal((2, 3, 45, 50)).astype(np.float32)
+
+
+def reference_maps(model, pixels, **kwargs):
+    with torch.no_grad():
+        return [m.numpy() for m in model(torch.from_numpy(pixels), **kwargs).feature_maps]
+
+
+def assert_loaded_matches(model, reference, pixels):
+    outputs = model(jnp.asarray(pixels.transpose(0, 2, 3, 1)))
+    assert len(outputs.feature_maps) == len(reference)
+    for ref, ours in zip(reference, outputs.feature_maps):
+        assert_parity(ref, np.asarray(ours).transpose(0, 3, 1, 2))
+
+
+def test_safetensors_by_repo_id_offline(torch_model, pixels, tmp_path):
+    torch_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    write_to_hub_cache(tmp_path, "test-org/resnet-safetensors")
+
+    model = AutoBackbone.from_pretrained("test-org/resnet-safetensors")
+    assert model.out_indices == [0, 1, 2, 3]
+    assert_loaded_matches(model, reference_maps(torch_model, pixels), pixels)
+
+    # the caller's selection overrides the saved one, with negative indices
+    model = AutoBackbone.from_pretrained("test-org/resnet-safetensors", out_indices=(-2, -1))
+    assert model.out_features == ["stage2", "stage3"]
+    assert_loaded_matches(model, reference_maps(torch_model, pixels)[2:], pixels)
+
+    model = AutoBackbone.from_pretrained("test-org/resnet-safetensors", out_features=["stem"],
+                                         data_format="channels_first")
+    outputs = model(jnp.asarray(pixels))
+    assert_parity(reference_maps(torch_model, pixels)[0], np.asarray(outputs.feature_maps[0]))
+
+
+def test_torch_bin_checkpoint(torch_model, pixels, tmp_path):
+    torch_model.config.save_pretrained(tmp_path)
+    torch.save(torch_model.state_dict(), tmp_path / "pytorch_model.bin")
+    write_to_hub_cache(tmp_path, "test-org/resnet-bin")
+    model = AutoBackbone.from_pretrained("test-org/resnet-bin")
+    assert_loaded_matches(model, reference_maps(torch_model, pixels), pixels)
+
+
+def test_sharded_safetensors(torch_model, pixels, tmp_path):
+    torch_model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    write_to_hub_cache(tmp_path, "test-org/resnet-sharded")
+    model = AutoBackbone.from_pretrained("test-org/resnet-sharded")
+    assert_loaded_matches(model, reference_maps(torch_model, pixels), pixels)
+
+
+def test_classification_checkpoint_drops_the_head(torch_model, pixels, tmp_path):
+    config = transformers.ResNetConfig(**SMALL, num_labels=5)
+    classifier = transformers.ResNetForImageClassification(config).eval()
+    classifier.resnet.load_state_dict({k: v for k, v in torch_model.state_dict().items()})
+    randomize_torch_module(classifier.classifier, seed=3)
+    classifier.save_pretrained(tmp_path)
+    write_to_hub_cache(tmp_path, "test-org/resnet-classifier")
+
+    model, report = AutoBackbone.from_pretrained("test-org/resnet-classifier", output_loading_info=True)
+    assert report.ok and not report.initialized
+    assert sorted(k for k in report.ignored if k.startswith("classifier")) == ["classifier.1.bias",
+                                                                               "classifier.1.weight"]
+    assert_loaded_matches(model, reference_maps(torch_model, pixels), pixels)
+
+
+def test_local_folder_and_resnet_model_layout(torch_model, pixels, tmp_path):
+    plain = transformers.ResNetModel(torch_model.config).eval()
+    plain.load_state_dict(torch_model.state_dict())
+    plain.save_pretrained(tmp_path)
+    model = AutoBackbone.from_pretrained(tmp_path)
+    assert_loaded_matches(model, reference_maps(torch_model, pixels), pixels)
+
+
+def test_revisions_pick_the_snapshot(torch_model, pixels, tmp_path):
+    torch_model.save_pretrained(tmp_path / "v1")
+    old_commit = write_to_hub_cache(tmp_path / "v1", "test-org/resnet-revisions")
+    newer = randomize_torch_module(transformers.ResNetBackbone(torch_model.config).eval(), seed=99)
+    newer.save_pretrained(tmp_path / "v2")
+    write_to_hub_cache(tmp_path / "v2", "test-org/resnet-revisions")
+
+    assert_loaded_matches(AutoBackbone.from_pretrained("test-org/resnet-revisions"),
+                          reference_maps(newer, pixels), pixels)
+    assert_loaded_matches(AutoBackbone.from_pretrained("test-org/resnet-revisions", revision=old_commit),
+                          reference_maps(torch_model, pixels), pixels)
+    with pytest.raises(OSError, match="revision 'v9'.*not in the local cache.*HF_HUB_OFFLINE"):
+        AutoBackbone.from_pretrained("test-org/resnet-revisions", revision="v9")
+
+
+def test_offline_and_not_cached_says_so():
+    with pytest.raises(OSError, match="config.json of 'nobody/not-cached' is not in the local cache.*HF_HUB_OFFLINE"):
+        AutoBackbone.from_pretrained("nobody/not-cached")
+    with pytest.raises(OSError, match="neither a local folder nor a hub repo id"):
+        AutoConfig.from_pretrained("a/b/c")
+
+
+def test_folder_without_weights(tmp_path, torch_model):
+    torch_model.config.save_pretrained(tmp_path)
+    with pytest.raises(OSError, match="has no weights: looked for model.safetensors"):
+        AutoBackbone.from_pretrained(tmp_path)
+
+
+def save_state_dict(folder, config, tensors):
+    config.save_pretrained(folder)
+    safetensors.numpy.save_file(tensors, folder / "model.safetensors")
+
+
+def numpy_state(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_truncated_safetensors(tmp_path, torch_model):
+    torch_model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match=r"model.safetensors is truncated: tensor .* ends at byte"):
+        AutoBackbone.from_pretrained(tmp_path)
+    path.write_bytes(data[:5])
+    with pytest.raises(CheckpointError, match="too short for a safetensors header"):
+        AutoBackbone.from_pretrained(tmp_path)
+    path.write_bytes(data[:200])
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
+        AutoBackbone.from_pretrained(tmp_path)
+
+
+def test_corrupt_safetensors(tmp_path, torch_model):
+    torch_model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    (header_size,) = struct.unpack("<Q", data[:8])
+    data[8:12] = b"\xff\xfe{{"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="header is not valid JSON"):
+        AutoBackbone.from_pretrained(tmp_path)
+
+    header = {"x": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 8]}}
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(64))
+    with pytest.raises(CheckpointError, match=r"tensor 'x' of shape \(4, 4\) has byte range \[0, 8\)"):
+        read_safetensors(path)
+
+
+def test_bin_with_code_is_refused(tmp_path, torch_model):
+    torch_model.config.save_pretrained(tmp_path)
+    torch.save({"weights": torch.zeros(2), "extra": object()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="holds more than plain tensors and is refused"):
+        AutoBackbone.from_pretrained(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin is truncated or corrupt"):
+        AutoBackbone.from_pretrained(tmp_path)
+
+
+def test_checkpoint_of_another_architecture(tmp_path):
+    swin = transformers.SwinBackbone(transformers.SwinConfig(embed_dim=8, depths=[1, 1], num_heads=[1, 1],
+                                                             image_size=32, window_size=2))
+    save_state_dict(tmp_path, transformers.ResNetConfig(**SMALL), numpy_state(swin))
+    with pytest.raises(CheckpointMismatchError) as error:
+        AutoBackbone.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert "no key matched at all: a checkpoint of another architecture" in message
+    assert "missing from the checkpoint (" in message and "stages.0.blocks.0.bns.0.bias" in message
+    assert "unexpected in the checkpoint (" in message and "layernorm_before.weight" in message
+
+
+def test_mismatched_shapes_are_named(tmp_path, torch_model):
+    save_state_dict(tmp_path, transformers.ResNetConfig(**{**SMALL, "embedding_size": 12}), numpy_state(torch_model))
+    with pytest.raises(CheckpointMismatchError, match=r"shape mismatches .*embedder\.embedder\.convolution\.weight "
+                                                      r"-> stem\.conv\.kernel: checkpoint \(7, 7, 3, 8\) vs model "
+                                                      r"\(7, 7, 3, 12\)"):
+        AutoBackbone.from_pretrained(tmp_path)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path, torch_model):
+    tensors = numpy_state(torch_model)
+    del tensors["encoder.stages.1.layers.1.layer.1.normalization.running_var"]
+    tensors["encoder.stages.9.layers.0.layer.0.convolution.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    tensors["something.else"] = np.zeros(1, np.float32)
+    save_state_dict(tmp_path, transformers.ResNetConfig(**SMALL), tensors)
+    with pytest.raises(CheckpointMismatchError) as error:
+        AutoBackbone.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert "missing from the checkpoint (1): stages.1.blocks.1.bns.1.var" in message
+    assert "unexpected in the checkpoint (2)" in message
+    assert "encoder.stages.9.layers.0.layer.0.convolution.weight" in message and "something.else" in message
+
+
+def test_bfloat16_checkpoint_is_read_without_torch(tmp_path, torch_model, pixels):
+    half = transformers.ResNetBackbone(torch_model.config)
+    half.load_state_dict(torch_model.state_dict())
+    half.to(torch.bfloat16).save_pretrained(tmp_path)
+    model = AutoBackbone.from_pretrained(tmp_path)
+    reference = [m.float() for m in half.float().eval()(torch.from_numpy(pixels)).feature_maps]
+    outputs = model(jnp.asarray(pixels.transpose(0, 2, 3, 1)))
+    for ref, ours in zip(reference, outputs.feature_maps):
+        assert_parity(ref.detach().numpy(), np.asarray(ours).transpose(0, 3, 1, 2))
