@@ -1,0 +1,86 @@
+"""The `jaxbackbones` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SAMPLE_IMAGE = Path(__file__).parent / "assets" / "sample.jpg"
+DEFAULT_MODEL = "microsoft/resnet-50"
+
+
+def _load_backbone(args):
+    """(model, processor, note): the checkpoint's, or the default config with random weights when it cannot be had."""
+    from . import AutoBackbone, AutoConfig
+    from .image_processing import AutoImageProcessor, ConvNextImageProcessor
+
+    selection = {"out_indices": args.out_indices, "out_features": args.out_features}
+    if not args.random_init:
+        try:
+            model = AutoBackbone.from_pretrained(args.model, **selection)
+            return model, AutoImageProcessor.from_pretrained(args.model), None
+        except OSError as error:
+            reason = str(error).splitlines()[0]
+            note = (f"could not load {args.model!r} ({reason}); using the default ResNet-50 config with RANDOM "
+                    "weights: the shapes are right, the values mean nothing")
+    else:
+        note = "--random-init: using the default ResNet-50 config with RANDOM weights"
+    config = AutoConfig.for_model("resnet", **{k: list(v) for k, v in selection.items() if v is not None})
+    model = AutoBackbone.from_config(config)
+    model.eval()
+    # microsoft/resnet-50's preprocessing: shorter side to 256, centre 224 crop, bicubic, ImageNet statistics.
+    return model, ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875), note
+
+
+def extract(args) -> int:
+    import jax
+    import numpy as np
+    from flax import nnx
+    from PIL import Image
+
+    model, processor, note = _load_backbone(args)
+    if note:
+        print(f"NOTE: {note}", file=sys.stderr)
+    images = [Image.open(path) for path in args.images]
+    pixel_values = processor(images)["pixel_values"]
+    outputs = nnx.jit(lambda module, pixels: module(pixels))(model, pixel_values)
+    jax.block_until_ready(outputs)
+
+    print(f"{len(images)} image(s), pixel_values {tuple(pixel_values.shape)} (NHWC)")
+    print(f"{'stage':<8} {'shape (N, H, W, C)':<22} {'mean':>9} {'std':>9} {'min':>9} {'max':>9}")
+    arrays = {}
+    for name, feature_map in zip(model.out_features, outputs.feature_maps):
+        array = np.asarray(feature_map)
+        arrays[name] = array
+        print(f"{name:<8} {str(array.shape):<22} {array.mean():>9.4f} {array.std():>9.4f} "
+              f"{array.min():>9.4f} {array.max():>9.4f}")
+    if args.save:
+        np.savez(args.save, **arrays)
+        print(f"saved {', '.join(arrays)} to {args.save}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxbackbones", description="Vision backbones in JAX from hub checkpoints.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    extract_parser = commands.add_parser("extract", help="print (and save) the feature maps of images")
+    extract_parser.add_argument("images", nargs="*", type=Path, default=[SAMPLE_IMAGE],
+                                help="image files (default: the bundled sample image)")
+    extract_parser.add_argument("--model", default=DEFAULT_MODEL, help="hub repo id or local folder")
+    selection = extract_parser.add_mutually_exclusive_group()
+    selection.add_argument("--out-indices", type=int, nargs="+", help="stage indices, e.g. 1 2 3 4 or -1")
+    selection.add_argument("--out-features", nargs="+", help="stage names, e.g. stage1 stage4")
+    extract_parser.add_argument("--random-init", action="store_true", help="random weights, no download")
+    extract_parser.add_argument("--save", type=Path, help="write the feature maps to this .npz file")
+    extract_parser.set_defaults(handler=extract)
+
+    args = parser.parse_args(argv)
+    if args.command == "extract" and args.out_indices is None and args.out_features is None:
+        args.out_indices = [1, 2, 3, 4]
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

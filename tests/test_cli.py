@@ -1,0 +1,39 @@
+"""The `jaxbackbones` command, run for real in a subprocess against the offline hub cache."""
+
+import subprocess
+import sys
+
+import numpy as np
+import transformers
+from helpers import randomize_torch_module, write_to_hub_cache
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxbackbones.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_extract_offline_falls_back_to_random_weights_and_says_so():
+    result = run_cli("extract", "--out-indices", "0", "-1")
+    assert result.returncode == 0, result.stderr
+    assert "NOTE: could not load 'microsoft/resnet-50'" in result.stderr
+    assert "HF_HUB_OFFLINE is set" in result.stderr and "RANDOM weights" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 image(s), pixel_values (1, 224, 224, 3) (NHWC)"
+    assert lines[2].split()[:5] == ["stem", "(1,", "56,", "56,", "64)"]
+    assert lines[3].split()[:5] == ["stage4", "(1,", "7,", "7,", "2048)"]
+
+
+def test_extract_with_a_cached_checkpoint(tmp_path):
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[1, 1], layer_type="basic")
+    randomize_torch_module(transformers.ResNetBackbone(config), seed=2).save_pretrained(tmp_path / "repo")
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.5).save_pretrained(tmp_path / "repo")
+    write_to_hub_cache(tmp_path / "repo", "test-org/cli-resnet")
+
+    result = run_cli("extract", "--model", "test-org/cli-resnet", "--out-features", "stem", "stage2",
+                     "--save", str(tmp_path / "features.npz"))
+    assert result.returncode == 0, result.stderr
+    assert "NOTE" not in result.stderr
+    assert "1 image(s), pixel_values (1, 64, 64, 3) (NHWC)" in result.stdout
+    saved = np.load(tmp_path / "features.npz")
+    assert saved["stem"].shape == (1, 16, 16, 8) and saved["stage2"].shape == (1, 8, 8, 24)
