@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from types import ModuleType
 
 import jax.numpy as jnp
@@ -45,6 +46,12 @@ def _family(model_type: str | None, where: str) -> Family:
     return FAMILIES[model_type]
 
 
+def _config_from_dict(config_dict: dict, where: str, **kwargs) -> PretrainedConfig:
+    family = _family(config_dict.get("model_type"), where)
+    hub_config = {key: value for key, value in config_dict.items() if key != checkpoint.NATIVE_KEY}
+    return family.config_class.from_dict(hub_config, **kwargs)
+
+
 class AutoConfig:
     """Reads a `config.json` into the config class its `model_type` names."""
 
@@ -52,8 +59,7 @@ class AutoConfig:
     def from_pretrained(name_or_path: str | os.PathLike, *, revision: str | None = None, **kwargs) -> PretrainedConfig:
         """Config of a local folder or hub repo id; `kwargs` override its values (e.g. `out_indices`)."""
         config_dict = hub.load_config_dict(name_or_path, revision=revision)
-        family = _family(config_dict.get("model_type"), f"{name_or_path}/config.json")
-        return family.config_class.from_dict(config_dict, **kwargs)
+        return _config_from_dict(config_dict, f"{name_or_path}/config.json", **kwargs)
 
     @staticmethod
     def for_model(model_type: str, **kwargs) -> PretrainedConfig:
@@ -61,8 +67,17 @@ class AutoConfig:
         return _family(model_type, "for_model").config_class(**kwargs)
 
 
+def _cached_conversion(config_path: Path, name_or_path, param_dtype) -> Path | None:
+    """The conversion-cache folder of a hub checkpoint: repo id, exact commit and parameter dtype."""
+    root = hub.conversion_cache_dir()
+    commit = hub.snapshot_commit(config_path)
+    if root is None or commit is None or Path(name_or_path).is_dir():
+        return None
+    return root / ("models--" + str(name_or_path).replace("/", "--")) / commit / jnp.dtype(param_dtype).name
+
+
 class AutoBackbone:
-    """Builds the backbone module a config describes, with random weights or from a torch hub checkpoint."""
+    """Builds the backbone module a config describes, with random weights or from a checkpoint."""
 
     @staticmethod
     def from_config(config: PretrainedConfig, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32,
@@ -82,36 +97,61 @@ class AutoBackbone:
         param_dtype=jnp.float32,
         data_format: str = "channels_last",
         revision: str | None = None,
+        cache_conversion: bool = True,
         output_loading_info: bool = False,
         **config_kwargs,
     ):
-        """Load a backbone from a local folder or hub repo id holding a transformers checkpoint.
+        """Load a backbone from a local folder or hub repo id.
 
-        `out_indices` / `out_features` select the stages, as in transformers; `config_kwargs` override other
-        config fields. Weights are read from `model.safetensors` (preferred, sharded or not) or
-        `pytorch_model.bin`, converted to NHWC Flax state and checked: a missing, unexpected or misshapen
-        entry raises `CheckpointMismatchError`. The model is returned in eval mode; with
-        `output_loading_info=True` it comes with the `ConversionReport`.
+        The folder or repo holds a torch checkpoint in the transformers layout, or a native folder written by
+        `save_pretrained` / `jaxbackbones convert` (read without torch). `out_indices` / `out_features` select
+        the stages, as in transformers; `config_kwargs` override other config fields.
+
+        Torch weights are read from `model.safetensors` (preferred, sharded or not) or `pytorch_model.bin`,
+        converted to NHWC Flax state and checked: a missing, unexpected or misshapen entry raises
+        `CheckpointMismatchError`. A hub checkpoint's conversion is cached per repo id, commit and
+        `param_dtype` (see `hub.conversion_cache_dir`; `cache_conversion=False` skips it), so later loads read
+        the native format. The model is returned in eval mode; with `output_loading_info=True` it comes with
+        the `ConversionReport`.
         """
         if out_indices is not None:
             config_kwargs["out_indices"] = list(out_indices)
         if out_features is not None:
             config_kwargs["out_features"] = list(out_features)
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision, **config_kwargs)
+        config_path = hub.resolve_file(name_or_path, hub.CONFIG_NAME, revision=revision)
+        cache = _cached_conversion(config_path, name_or_path, param_dtype) if cache_conversion else None
+        if cache is not None and (cache / checkpoint.NATIVE_WEIGHTS_NAME).is_file():
+            name_or_path, revision, config_path = cache, None, cache / hub.CONFIG_NAME
+        config_dict = hub.read_json(config_path)
+        config = _config_from_dict(config_dict, str(config_path), **config_kwargs)
         family = FAMILIES[config.model_type]
-        files = hub.resolve_weight_files(name_or_path, revision=revision)
-        state_dict = checkpoint.read_state_dict(files)
-        if hasattr(family.mapping, "prepare"):
-            state_dict = family.mapping.prepare(state_dict)
+
+        native = checkpoint.is_native(config_dict)
+        if native:
+            files = [hub.resolve_file(name_or_path, checkpoint.NATIVE_WEIGHTS_NAME, revision=revision)]
+            state_dict = checkpoint.read_state_dict(files)
+            rules, allow_missing = checkpoint.NATIVE_RULES, ()
+        else:
+            files = hub.resolve_weight_files(name_or_path, revision=revision)
+            state_dict = checkpoint.read_state_dict(files)
+            if hasattr(family.mapping, "prepare"):
+                state_dict = family.mapping.prepare(state_dict)
+            rules, allow_missing = family.mapping.RULES, getattr(family.mapping, "ALLOW_MISSING", ())
 
         def build():
             return family.backbone_class(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
                                          data_format=data_format)
 
         model, report = checkpoint.load_converted(
-            build, state_dict, family.mapping.RULES, allow_missing=getattr(family.mapping, "ALLOW_MISSING", ()),
-            source=", ".join(str(path) for path in files),
+            build, state_dict, rules, allow_missing=allow_missing, source=", ".join(str(path) for path in files)
         )
+        if native:
+            report.initialized = list(config_dict[checkpoint.NATIVE_KEY].get("newly_initialized", []))
+        elif cache is not None:
+            try:
+                checkpoint.save_native(model, cache, config_dict=config_dict, newly_initialized=report.initialized)
+            except OSError as error:
+                logger.warning("could not cache the converted checkpoint at %s: %s", cache, error)
         if report.initialized:
             logger.warning("%s: newly initialised, not in the checkpoint: %s", name_or_path, report.initialized)
         if report.ignored:

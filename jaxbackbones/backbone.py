@@ -172,3 +172,12 @@ class BackboneModuleMixin:
     def channels(self) -> list[int]:
         """Channels of each selected feature map, in `out_features` order."""
         return [self.out_feature_channels[name] for name in self.out_features]
+
+    def save_pretrained(self, save_directory, *, overwrite: bool = True):
+        """Write the native format (config.json + model.nnx.safetensors, statistics included), atomically.
+
+        `AutoBackbone.from_pretrained(save_directory)` loads it back bit-exact, without torch.
+        """
+        from .checkpoint import save_native
+
+        return save_native(self, save_directory, overwrite=overwrite)

@@ -7,9 +7,12 @@ file size), so the runtime needs no torch. `pytorch_model.bin` needs torch and i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import struct
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +23,9 @@ from flax import nnx
 
 from .convert.rules import ConversionReport, Rule, convert_state_dict
 
+NATIVE_WEIGHTS_NAME = "model.nnx.safetensors"
+NATIVE_KEY = "jaxbackbones"
+NATIVE_FORMAT_VERSION = 1
 SAFETENSORS_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
@@ -72,6 +78,30 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                                   f"which has only {data_size} bytes")
         tensors[name] = buffer[begin:end].view(dtype).reshape(shape) if end > begin else np.zeros(shape, dtype)
     return tensors
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Write `tensors` (numpy arrays; bfloat16 and float8 via ml_dtypes too) in the safetensors format."""
+    names = {np.dtype(dtype): name for name, dtype in SAFETENSORS_DTYPES.items()}
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    arrays = []
+    for key in sorted(tensors):
+        array = np.ascontiguousarray(tensors[key])
+        if array.dtype not in names:
+            raise ValueError(f"cannot write tensor {key!r}: dtype {array.dtype} has no safetensors name")
+        header[key] = {"dtype": names[array.dtype], "shape": list(array.shape),
+                       "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+        arrays.append(array)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(blob)))
+        file.write(blob)
+        for array in arrays:
+            file.write(array.tobytes())
 
 
 def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -153,3 +183,65 @@ def load_converted(
         # A copy: on CPU jnp.asarray may alias the numpy buffer (a memory map, or a torch tensor's storage).
         filled.append((path, variable.replace(jnp.array(value, dtype=variable.dtype, copy=True))))
     return nnx.merge(graphdef, nnx.from_flat_state(filled)), report
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool):
+    """Yield an empty temporary folder beside `path`; when the block succeeds it becomes `path` by a rename.
+
+    On any error the temporary folder is removed, so `path` is either absent, the old folder, or complete.
+    Raises `FileExistsError` if `path` exists and not `overwrite`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --force (overwrite=True) to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}", str(path.parent)) from error
+    try:
+        yield staging
+        if path.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, retired / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def is_native(config_dict: Mapping) -> bool:
+    """Whether a `config.json` describes a folder written by `save_native`."""
+    return NATIVE_KEY in config_dict
+
+
+def save_native(module: nnx.Module, directory: str | os.PathLike, *, config_dict: Mapping | None = None,
+                extra_files: Sequence[str | os.PathLike] = (), newly_initialized: Sequence[str] = (),
+                overwrite: bool = True) -> Path:
+    """Write `module` as a native folder, atomically.
+
+    The folder holds `config.json` (the hub config, `config_dict` or the module's own, plus a `jaxbackbones`
+    entry), `model.nnx.safetensors` with every variable (parameters and BatchNorm statistics) keyed by its
+    NNX state path, in its own dtype, and copies of `extra_files` (e.g. `preprocessor_config.json`).
+    `newly_initialized` lists entries that did not come from the source checkpoint, reported again on load.
+    """
+    tensors = {path: np.asarray(variable[...]) for path, variable in flat_state(module).items()}
+    config = dict(config_dict if config_dict is not None else module.config.to_dict())
+    param_dtypes = sorted({str(variable.dtype) for variable in flat_state(module).values()
+                           if isinstance(variable, nnx.Param)})
+    config[NATIVE_KEY] = {"format_version": NATIVE_FORMAT_VERSION, "param_dtype": ",".join(param_dtypes),
+                          "newly_initialized": list(newly_initialized)}
+    with atomic_directory(directory, overwrite=overwrite) as staging:
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_safetensors(staging / NATIVE_WEIGHTS_NAME, tensors, metadata={"format": "jaxbackbones-nnx"})
+        for extra in extra_files:
+            shutil.copyfile(extra, staging / Path(extra).name)
+    return Path(directory)
+
+
+# A native folder's state paths are the module's own: one identity rule maps them.
+NATIVE_RULES = (Rule(r"(.+)", r"\1"),)

@@ -72,7 +72,11 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
 
 def load_config_dict(name_or_path: str | os.PathLike, *, revision: str | None = None) -> dict:
     """The parsed `config.json` of a folder or hub repo."""
-    path = resolve_file(name_or_path, CONFIG_NAME, revision=revision)
+    return read_json(resolve_file(name_or_path, CONFIG_NAME, revision=revision))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`, or a `ValueError` naming the file."""
     try:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -96,3 +100,19 @@ def resolve_weight_files(name_or_path: str | os.PathLike, *, revision: str | Non
             raise ValueError(f"{path} is not a valid shard index (no 'weight_map'): {error}") from error
         return [resolve_file(name_or_path, shard, revision=revision) for shard in sorted(set(weight_map.values()))]
     raise OSError(f"{name_or_path} has no weights: looked for {', '.join(WEIGHT_FILES)}")
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit hash of a file resolved from the hub cache (`.../snapshots/<commit>/<file>`), else None."""
+    return path.parent.name if path.parent.parent.name == "snapshots" else None
+
+
+def conversion_cache_dir() -> Path | None:
+    """Where converted torch checkpoints are kept: `$JAXBACKBONES_CACHE`, else `$HF_HOME/jaxbackbones`.
+
+    `JAXBACKBONES_CACHE=0` (or `off`, `false`, `none`) disables the cache.
+    """
+    setting = os.environ.get("JAXBACKBONES_CACHE")
+    if setting is not None and setting.strip().lower() in ("", "0", "off", "false", "none"):
+        return None
+    return Path(setting) if setting else Path(constants.HF_HOME) / "jaxbackbones"

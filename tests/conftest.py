@@ -8,6 +8,7 @@ import tempfile
 _HUB_CACHE = tempfile.mkdtemp(prefix="jaxbackbones-hub-cache-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = _HUB_CACHE
+os.environ["JAXBACKBONES_CACHE"] = os.path.join(_HUB_CACHE, "converted")
 os.environ.pop("HF_HOME", None)
 
 import jax  # noqa: E402
