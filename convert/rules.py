@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 
 def identity(array: np.ndarray) -> np.ndarray:
@@ -108,6 +109,7 @@ def convert_state_dict(
     rules: Sequence[Rule],
     target_shapes: Mapping[str, tuple[int, ...]],
     allow_missing: Sequence[str] = (),
+    progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], ConversionReport]:
     """Apply `rules` to `state_dict`.
 
@@ -116,13 +118,14 @@ def convert_state_dict(
         rules: the first rule whose pattern matches a key decides its fate.
         target_shapes: every state path of the module (dot-joined) -> its shape.
         allow_missing: regexes of state paths the checkpoint may lack (they keep their initial value).
+        progress: show a progress bar over the checkpoint's tensors.
 
     Returns:
         (state path -> converted array, report). Arrays keep the checkpoint's dtype.
     """
     report = ConversionReport()
     converted: dict[str, np.ndarray] = {}
-    for key, array in state_dict.items():
+    for key, array in tqdm(state_dict.items(), desc="converting", unit="tensor", disable=not progress):
         rule = next((rule for rule in rules if rule.match(key)), None)
         if rule is None:
             report.unexpected.append(key)

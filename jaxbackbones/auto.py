@@ -99,6 +99,7 @@ class AutoBackbone:
         revision: str | None = None,
         cache_conversion: bool = True,
         output_loading_info: bool = False,
+        progress: bool = False,
         **config_kwargs,
     ):
         """Load a backbone from a local folder or hub repo id.
@@ -112,7 +113,7 @@ class AutoBackbone:
         `CheckpointMismatchError`. A hub checkpoint's conversion is cached per repo id, commit and
         `param_dtype` (see `hub.conversion_cache_dir`; `cache_conversion=False` skips it), so later loads read
         the native format. The model is returned in eval mode; with `output_loading_info=True` it comes with
-        the `ConversionReport`.
+        the `ConversionReport`. `progress=True` shows a progress bar while converting.
         """
         if out_indices is not None:
             config_kwargs["out_indices"] = list(out_indices)
@@ -143,7 +144,8 @@ class AutoBackbone:
                                          data_format=data_format)
 
         model, report = checkpoint.load_converted(
-            build, state_dict, rules, allow_missing=allow_missing, source=", ".join(str(path) for path in files)
+            build, state_dict, rules, allow_missing=allow_missing, source=", ".join(str(path) for path in files),
+            progress=progress,
         )
         if native:
             report.initialized = list(config_dict[checkpoint.NATIVE_KEY].get("newly_initialized", []))

@@ -141,7 +141,8 @@ class BackboneModuleMixin:
     """Stage and channel attributes every backbone module exposes, read from its config and `num_features`."""
 
     config: Any
-    num_features: tuple[int, ...]
+    num_features: tuple[int, ...]  # channels of every stage
+    reductions: tuple[int, ...]  # stride of every stage's map relative to the input
 
     @property
     def stage_names(self) -> list[str]:

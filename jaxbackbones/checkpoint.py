@@ -161,6 +161,7 @@ def load_converted(
     *,
     allow_missing: Sequence[str] = (),
     source: str = "checkpoint",
+    progress: bool = False,
 ) -> tuple[nnx.Module, ConversionReport]:
     """Build a module whose state comes from `state_dict` through `rules`.
 
@@ -172,7 +173,7 @@ def load_converted(
     graphdef, state = nnx.split(abstract)
     variables = flat_state(abstract)
     converted, report = convert_state_dict(
-        state_dict, rules, {path: variable.shape for path, variable in variables.items()}, allow_missing
+        state_dict, rules, {path: variable.shape for path, variable in variables.items()}, allow_missing, progress
     )
     report.raise_if_incomplete(source)
     initial = flat_state(build()) if report.initialized else {}

@@ -61,6 +61,56 @@ def extract(args) -> int:
     return 0
 
 
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
+
+
+def convert(args) -> int:
+    import jax.numpy as jnp
+
+    from . import AutoBackbone, checkpoint, hub
+
+    if args.out_dir.exists() and not args.force:
+        print(f"error: {args.out_dir} already exists; pass --force to replace it", file=sys.stderr)
+        return 2
+    param_dtype = jnp.dtype(args.dtype)
+    model, report = AutoBackbone.from_pretrained(args.source, revision=args.revision, param_dtype=param_dtype,
+                                                 cache_conversion=False, output_loading_info=True, progress=True)
+    print(report.summary())
+    processor = hub.resolve_file(args.source, "preprocessor_config.json", revision=args.revision, required=False)
+    checkpoint.save_native(model, args.out_dir, config_dict=hub.load_config_dict(args.source, revision=args.revision),
+                           extra_files=[processor] if processor else [], newly_initialized=report.initialized,
+                           overwrite=args.force)
+    print(f"wrote {args.out_dir} ({jnp.dtype(param_dtype).name} parameters)")
+    if args.verify:
+        from .verify import verify
+
+        return verify(args.source, args.revision, args.out_dir)
+    return 0
+
+
+def info(args) -> int:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from . import AutoBackbone, AutoConfig, checkpoint, hub
+
+    config_dict = hub.load_config_dict(args.model, revision=args.revision)
+    config = AutoConfig.from_pretrained(args.model, revision=args.revision)
+    model = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
+    parameters = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
+    native = config_dict.get(checkpoint.NATIVE_KEY)
+    stored = native["param_dtype"] if native else config_dict.get("dtype") or config_dict.get("torch_dtype")
+    print(f"model_type   {config.model_type}" + (" (native jaxbackbones format)" if native else ""))
+    print(f"parameters   {sum(int(np.prod(p.shape)) for p in parameters):,}")
+    print(f"dtype        {stored or 'float32'}")
+    print(f"out_features {config.out_features}")
+    print(f"{'stage':<10} {'channels':>8} {'reduction':>9}")
+    for name, channels, reduction in zip(model.stage_names, model.num_features, model.reductions):
+        print(f"{name:<10} {channels:>8} {reduction:>9}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxbackbones", description="Vision backbones in JAX from hub checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,10 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     extract_parser.add_argument("--save", type=Path, help="write the feature maps to this .npz file")
     extract_parser.set_defaults(handler=extract)
 
+    convert_parser = commands.add_parser("convert", help="convert a torch hub checkpoint to the native format once")
+    convert_parser.add_argument("source", help="hub repo id or local folder (transformers layout)")
+    convert_parser.add_argument("out_dir", type=Path, help="the native folder to write")
+    convert_parser.add_argument("--revision", help="branch, tag or commit of a hub repo")
+    convert_parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="parameter dtype")
+    convert_parser.add_argument("--verify", action="store_true",
+                                help="compare every stage with the torch reference (needs torch)")
+    convert_parser.add_argument("--force", action="store_true", help="replace an existing out_dir")
+    convert_parser.set_defaults(handler=convert)
+
+    info_parser = commands.add_parser("info", help="stages, channels, reductions, parameter count, dtype")
+    info_parser.add_argument("model", help="hub repo id or local folder")
+    info_parser.add_argument("--revision")
+    info_parser.set_defaults(handler=info)
+
     args = parser.parse_args(argv)
     if args.command == "extract" and args.out_indices is None and args.out_features is None:
         args.out_indices = [1, 2, 3, 4]
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (OSError, ValueError) as error:  # user errors: a message, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,3 +37,41 @@ def test_extract_with_a_cached_checkpoint(tmp_path):
     assert "1 image(s), pixel_values (1, 64, 64, 3) (NHWC)" in result.stdout
     saved = np.load(tmp_path / "features.npz")
     assert saved["stem"].shape == (1, 16, 16, 8) and saved["stage2"].shape == (1, 8, 8, 24)
+
+
+def test_convert_verify_and_info(tmp_path):
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[1, 1], out_indices=[1, 2])
+    randomize_torch_module(transformers.ResNetForImageClassification(config), seed=4).save_pretrained(tmp_path / "src")
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 64}).save_pretrained(tmp_path / "src")
+    write_to_hub_cache(tmp_path / "src", "test-org/cli-convert")
+    out = tmp_path / "converted"
+
+    result = run_cli("convert", "test-org/cli-convert", str(out), "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "ignored on purpose (" in result.stdout and "classifier.1.weight" in result.stdout
+    assert "OK: worst relative difference" in result.stdout
+    for stage in ("stem", "stage1", "stage2"):
+        assert any(line.startswith(stage) for line in result.stdout.splitlines())
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.nnx.safetensors",
+                                                     "preprocessor_config.json"]
+
+    again = run_cli("convert", "test-org/cli-convert", str(out))
+    assert again.returncode == 2 and "already exists; pass --force" in again.stderr
+    assert run_cli("convert", "test-org/cli-convert", str(out), "--force", "--dtype", "bfloat16",
+                   "--verify").returncode == 0
+
+    info = run_cli("info", str(out))
+    assert info.returncode == 0, info.stderr
+    lines = info.stdout.splitlines()
+    assert lines[0] == "model_type   resnet (native jaxbackbones format)"
+    assert lines[2] == "dtype        bfloat16"
+    assert lines[-2:] == ["stage1           16         4", "stage2           24         8"]
+
+
+def test_convert_of_an_unknown_architecture_fails_clearly(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text('{"model_type": "bert"}')
+    result = run_cli("convert", str(tmp_path / "src"), str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "model_type 'bert', which jaxbackbones does not support" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -168,9 +168,10 @@ class ResNetBackbone(BackboneModuleMixin, nnx.Module):
         self.config = config
         self.data_format = validate_data_format(data_format)
         self.num_features = (config.embedding_size, *config.hidden_sizes)
+        first_stride = 2 if config.downsample_in_first_stage else 1
+        self.reductions = (4, *(4 * first_stride * 2**i for i in range(len(config.depths))))
         self.stem = ResNetStem(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         in_channels = [config.embedding_size, *config.hidden_sizes[:-1]]
-        first_stride = 2 if config.downsample_in_first_stage else 1
         self.stages = nnx.List([
             ResNetStage(config, in_channels[i], config.hidden_sizes[i], config.depths[i],
                         first_stride if i == 0 else 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
