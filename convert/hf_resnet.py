@@ -1,29 +1,32 @@
-"""transformers' ResNet checkpoints (ResNetForImageClassification, ResNetModel, ResNetBackbone) -> ResNetBackbone."""
+"""transformers' ResNet checkpoints (ResNetForImageClassification, ResNetModel, ResNetBackbone) <-> ResNetBackbone."""
 
-from .rules import Rule, conv_kernel
+from .rules import CONV_KERNEL, Rule, Table, add_num_batches_tracked
 
-# ResNetForImageClassification nests the model under `resnet.`; ResNetModel and ResNetBackbone do not.
-_PREFIX = r"(?:resnet\.)?"
 _BATCH_NORM = [("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var")]
 
 
 def _conv_bn(torch_prefix: str, conv_target: str, bn_target: str) -> list[Rule]:
-    rules = [Rule(_PREFIX + torch_prefix + r"\.convolution\.weight", conv_target + ".kernel", conv_kernel)]
-    rules += [
-        Rule(_PREFIX + torch_prefix + rf"\.normalization\.{name}", f"{bn_target}.{target}")
-        for name, target in _BATCH_NORM
-    ]
+    rules = [Rule(f"{torch_prefix}.convolution.weight", f"{conv_target}.kernel", CONV_KERNEL)]
+    rules += [Rule(f"{torch_prefix}.normalization.{name}", f"{bn_target}.{target}") for name, target in _BATCH_NORM]
     return rules
 
 
-_LAYER = r"encoder\.stages\.(\d+)\.layers\.(\d+)"
+_LAYER = "encoder.stages.{stage}.layers.{block}"
+_BLOCK = "stages.{stage}.blocks.{block}"
 
-RULES = [
-    *_conv_bn(r"embedder\.embedder", "stem.conv", "stem.bn"),
-    *_conv_bn(_LAYER + r"\.shortcut", r"stages.\1.blocks.\2.shortcut.conv", r"stages.\1.blocks.\2.shortcut.bn"),
-    *_conv_bn(_LAYER + r"\.layer\.(\d+)", r"stages.\1.blocks.\2.convs.\3", r"stages.\1.blocks.\2.bns.\3"),
-    # torch counts BatchNorm updates; our momentum is fixed, so the count carries no information.
-    Rule(r".*\.num_batches_tracked", None),
-    # The classification head of ResNetForImageClassification has no place in a backbone.
-    Rule(r"classifier\..*", None),
-]
+TABLE = Table(
+    rules=(
+        *_conv_bn("embedder.embedder", "stem.conv", "stem.bn"),
+        *_conv_bn(f"{_LAYER}.shortcut", f"{_BLOCK}.shortcut.conv", f"{_BLOCK}.shortcut.bn"),
+        *_conv_bn(f"{_LAYER}.layer.{{conv}}", f"{_BLOCK}.convs.{{conv}}", f"{_BLOCK}.bns.{{conv}}"),
+    ),
+    ignore=(
+        # torch counts BatchNorm updates; our momentum is fixed, so the count carries no information.
+        r".*\.num_batches_tracked",
+        # The classification head of ResNetForImageClassification has no place in a backbone.
+        r"classifier\..*",
+    ),
+    # ResNetForImageClassification nests the model under `resnet.`; ResNetModel and ResNetBackbone do not.
+    prefixes=("resnet.",),
+    unprepare=add_num_batches_tracked,
+)

@@ -28,11 +28,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..models.swin import relative_position_index
-from .rules import CheckpointMismatchError, Rule, conv_kernel, linear_kernel
+from .rules import CONV_KERNEL, LINEAR_KERNEL, CheckpointMismatchError, Rule, Table
 
-_PREFIX = r"(?:swin\.)?"
-_BLOCK = _PREFIX + r"encoder\.layers\.(\d+)\.blocks\.(\d+)\."
-_TARGET = r"stages.\1.blocks.\2."
+_BLOCK = "encoder.layers.{stage}.blocks.{block}"
+_TARGET = "stages.{stage}.blocks.{block}"
 
 # query/key/value of one block, in either naming: group 1 the attention prefix, 2/3 the projection, 4 the tensor.
 _QKV = re.compile(r"(.*\.attention\.)(?:self\.(query|key|value)|([qkv])_proj)\.(weight|bias)")
@@ -40,41 +39,37 @@ _ROLE = {"query": "q", "key": "k", "value": "v", "q": "q", "k": "k", "v": "v"}
 
 
 def _norm(torch_prefix: str, target: str) -> list[Rule]:
-    return [Rule(torch_prefix + r"\.weight", target + ".scale"), Rule(torch_prefix + r"\.bias", target + ".bias")]
+    return [Rule(f"{torch_prefix}.weight", f"{target}.scale"), Rule(f"{torch_prefix}.bias", f"{target}.bias")]
 
 
 def _linear(torch_prefix: str, target: str, bias: bool = True) -> list[Rule]:
-    rules = [Rule(torch_prefix + r"\.weight", target + ".kernel", linear_kernel)]
-    return rules + ([Rule(torch_prefix + r"\.bias", target + ".bias")] if bias else [])
+    rules = [Rule(f"{torch_prefix}.weight", f"{target}.kernel", LINEAR_KERNEL)]
+    return rules + ([Rule(f"{torch_prefix}.bias", f"{target}.bias")] if bias else [])
 
 
-RULES = [
-    Rule(_PREFIX + r"embeddings\.patch_embeddings\.projection\.weight", "patch_embed.proj.kernel", conv_kernel),
-    Rule(_PREFIX + r"embeddings\.patch_embeddings\.projection\.bias", "patch_embed.proj.bias"),
-    *_norm(_PREFIX + r"embeddings\.norm", "patch_embed.norm"),
-    Rule(_PREFIX + r"embeddings\.position_embeddings", "absolute_pos_embed"),
-    *_linear(_BLOCK + r"attention\.qkv", _TARGET + "attn.qkv"),  # fused by `prepare`
-    *_linear(_BLOCK + r"attention\.(?:output\.dense|o_proj)", _TARGET + "attn.proj"),
-    Rule(_BLOCK + r"attention\.(?:self|relative_position_bias)\.relative_position_bias_table",
-         _TARGET + "attn.relative_position_bias_table"),
-    # Recomputed from the window size (and checked against the checkpoint's by `prepare`).
-    Rule(_BLOCK + r"attention\.(?:self|relative_position_bias)\.relative_position_index", None),
-    *_norm(_BLOCK + r"layernorm_before", _TARGET + "norm1"),
-    *_norm(_BLOCK + r"layernorm_after", _TARGET + "norm2"),
-    *_linear(_BLOCK + r"(?:intermediate\.dense|mlp\.fc1)", _TARGET + "mlp.fc1"),
-    *_linear(_BLOCK + r"(?:output\.dense|mlp\.fc2)", _TARGET + "mlp.fc2"),
-    *_linear(_PREFIX + r"encoder\.layers\.(\d+)\.downsample\.reduction", r"stages.\1.downsample.reduction",
-             bias=False),
-    *_norm(_PREFIX + r"encoder\.layers\.(\d+)\.downsample\.norm", r"stages.\1.downsample.norm"),
-    *_norm(r"hidden_states_norms\.(stem|stage\d+)", r"hidden_states_norms.\1"),
-    # SwinModel's final norm (the backbone normalises each stage itself), the classifier, SimMIM's head.
-    Rule(_PREFIX + r"layernorm\.(?:weight|bias)", None),
-    Rule(r"classifier\..*", None),
-    Rule(_PREFIX + r"embeddings\.mask_token", None),
-    Rule(r"decoder\..*", None),
-]
-
-ALLOW_MISSING = [r"hidden_states_norms\.[^.]+\.(?:scale|bias)"]
+# Where transformers 4 and 5 name a module differently, the 4.x name (what save_pretrained writes) comes first,
+# so that export writes it.
+_RULES = (
+    Rule("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.kernel", CONV_KERNEL),
+    Rule("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
+    *_norm("embeddings.norm", "patch_embed.norm"),
+    Rule("embeddings.position_embeddings", "absolute_pos_embed"),
+    *_linear(f"{_BLOCK}.attention.qkv", f"{_TARGET}.attn.qkv"),  # fused by `prepare`
+    *_linear(f"{_BLOCK}.attention.output.dense", f"{_TARGET}.attn.proj"),
+    *_linear(f"{_BLOCK}.attention.o_proj", f"{_TARGET}.attn.proj"),
+    Rule(f"{_BLOCK}.attention.self.relative_position_bias_table", f"{_TARGET}.attn.relative_position_bias_table"),
+    Rule(f"{_BLOCK}.attention.relative_position_bias.relative_position_bias_table",
+         f"{_TARGET}.attn.relative_position_bias_table"),
+    *_norm(f"{_BLOCK}.layernorm_before", f"{_TARGET}.norm1"),
+    *_norm(f"{_BLOCK}.layernorm_after", f"{_TARGET}.norm2"),
+    *_linear(f"{_BLOCK}.intermediate.dense", f"{_TARGET}.mlp.fc1"),
+    *_linear(f"{_BLOCK}.mlp.fc1", f"{_TARGET}.mlp.fc1"),
+    *_linear(f"{_BLOCK}.output.dense", f"{_TARGET}.mlp.fc2"),
+    *_linear(f"{_BLOCK}.mlp.fc2", f"{_TARGET}.mlp.fc2"),
+    *_linear("encoder.layers.{stage}.downsample.reduction", "stages.{stage}.downsample.reduction", bias=False),
+    *_norm("encoder.layers.{stage}.downsample.norm", "stages.{stage}.downsample.norm"),
+    *_norm("hidden_states_norms.{stage}", "hidden_states_norms.{stage}"),
+)
 
 
 def check_relative_position_index(key: str, index: np.ndarray) -> None:
@@ -129,3 +124,39 @@ def prepare(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             output[key] = array
     return output
+
+
+def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
+    """Export's inverse of `prepare`: split each fused qkv into query/key/value; keep the per-stage norms of the
+    selected stages only, as transformers' SwinBackbone has them."""
+    output: dict[str, np.ndarray] = {}
+    for key, array in state_dict.items():
+        if ".attention.qkv." in key:
+            prefix, tensor = key.split(".attention.qkv.")
+            for role, part in zip(("query", "key", "value"), np.split(array, 3, axis=0)):
+                output[f"{prefix}.attention.self.{role}.{tensor}"] = part
+        elif key.startswith("hidden_states_norms.") and key.split(".")[1] not in config.out_features:
+            continue
+        else:
+            output[key] = array
+    return output
+
+
+TABLE = Table(
+    rules=_RULES,
+    ignore=(
+        # Recomputed from the window size (and checked against the checkpoint's by `prepare`).
+        r"encoder\.layers\.\d+\.blocks\.\d+\.attention\.(?:self|relative_position_bias)\.relative_position_index",
+        # SwinModel's final norm (the backbone normalises each stage itself), the classifier, SimMIM's head.
+        r"layernorm\.(?:weight|bias)",
+        r"classifier\..*",
+        r"embeddings\.mask_token",
+        r"decoder\..*",
+    ),
+    # SwinForImageClassification, SwinForMaskedImageModeling and transformers 5's in-memory SwinBackbone nest the
+    # model under `swin.`; SwinModel and saved SwinBackbone checkpoints do not.
+    prefixes=("swin.",),
+    allow_missing=(r"hidden_states_norms\.[^.]+\.(?:scale|bias)",),
+    prepare=prepare,
+    unprepare=unprepare,
+)

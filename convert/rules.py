@@ -1,8 +1,10 @@
-"""A small rule engine that maps a torch state dict onto the state of an NNX module.
+"""A small rule engine that maps a torch state dict onto the state of an NNX module, and back.
 
-A table is a list of `Rule`s: a regex over the torch key, the NNX state path it fills (a template that
-may use the regex's groups), and a transform of the tensor. Keys a table drops on purpose (a classifier,
-`num_batches_tracked`) have `target=None`. Every key and every state entry is accounted for in a
+A `Table` lists `Rule`s: a torch key template, the NNX state path template it fills, and a `Transform` with
+both directions. Templates are literal text with `{name}` placeholders (one dotted component each) or
+`{name*}` (any remainder); the same placeholders appear on both sides, so every rule reads both ways and
+`jaxbackbones export` needs no second table. Keys a table drops on purpose (a classifier head,
+`num_batches_tracked`) are `ignore` regexes. Every key and every state entry is accounted for in a
 `ConversionReport`: nothing is skipped silently.
 """
 
@@ -10,43 +12,89 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
 
 
-def identity(array: np.ndarray) -> np.ndarray:
-    return array
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """A tensor transform and its inverse."""
+
+    to_flax: Callable[[np.ndarray], np.ndarray]
+    to_torch: Callable[[np.ndarray], np.ndarray]
 
 
-def conv_kernel(array: np.ndarray) -> np.ndarray:
-    """torch Conv2d weight (out, in, kh, kw) -> Flax kernel (kh, kw, in, out)."""
-    return array.transpose(2, 3, 1, 0)
+IDENTITY = Transform(lambda array: array, lambda array: array)
+# torch Conv2d weight (out, in, kh, kw) <-> Flax kernel (kh, kw, in, out).
+CONV_KERNEL = Transform(lambda array: array.transpose(2, 3, 1, 0), lambda array: array.transpose(3, 2, 0, 1))
+# torch Linear weight (out, in) <-> Flax kernel (in, out).
+LINEAR_KERNEL = Transform(lambda array: array.T, lambda array: array.T)
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(\*?)\}")
 
 
-def linear_kernel(array: np.ndarray) -> np.ndarray:
-    """torch Linear weight (out, in) -> Flax kernel (in, out)."""
-    return array.T
+def _compile(template: str) -> re.Pattern:
+    pattern, seen, position = [], set(), 0
+    for match in _PLACEHOLDER.finditer(template):
+        pattern.append(re.escape(template[position:match.start()]))
+        name, rest = match.groups()
+        if name in seen:
+            pattern.append(f"(?P={name})")
+        else:
+            pattern.append(f"(?P<{name}>{'.+' if rest else '[^.]+'})")
+            seen.add(name)
+        position = match.end()
+    pattern.append(re.escape(template[position:]))
+    return re.compile("".join(pattern))
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """`pattern` (a regex matched against the whole torch key) -> `target` NNX path, via `transform`.
+    """torch key template <-> NNX state path template, through `transform`."""
 
-    `target` is expanded with `re.Match.expand`, so it can use `\\1` or `\\g<name>`. `target=None` drops
-    the key on purpose; it is then reported as ignored, not unexpected.
-    """
-
-    pattern: str
-    target: str | None
-    transform: Callable[[np.ndarray], np.ndarray] = identity
+    torch: str
+    flax: str
+    transform: Transform = IDENTITY
 
     def __post_init__(self):
-        object.__setattr__(self, "_regex", re.compile(self.pattern))
+        object.__setattr__(self, "_torch_regex", _compile(self.torch))
+        object.__setattr__(self, "_flax_regex", _compile(self.flax))
 
-    def match(self, key: str) -> re.Match | None:
-        return self._regex.fullmatch(key)
+    def to_flax_path(self, key: str) -> str | None:
+        match = self._torch_regex.fullmatch(key)
+        return _fill(self.flax, match.groupdict()) if match else None
+
+    def to_torch_key(self, path: str) -> str | None:
+        match = self._flax_regex.fullmatch(path)
+        return _fill(self.torch, match.groupdict()) if match else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """How one torch layout maps onto one module family.
+
+    rules: the first rule that matches decides; on export the first rule for a path names its torch key,
+        so the layout the hub writes comes first.
+    ignore: regexes of (prefix-stripped) torch keys dropped on purpose; reported as ignored.
+    prefixes: wrappers a checkpoint may nest the model in (`resnet.` of a classification model); stripped.
+    allow_missing: regexes of state paths a checkpoint may lack; they keep their initial value.
+    prepare: torch state dict -> torch state dict, run before the rules (several keys -> one entry).
+    unprepare: (torch state dict, config) -> torch state dict, run after export (inverse of `prepare`, plus
+        keys the layout needs that carry no weights).
+    """
+
+    rules: tuple[Rule, ...]
+    ignore: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    allow_missing: tuple[str, ...] = ()
+    prepare: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    unprepare: Callable[[dict[str, np.ndarray], object], dict[str, np.ndarray]] | None = None
 
 
 class CheckpointMismatchError(ValueError):
@@ -104,49 +152,54 @@ class ConversionReport:
             raise CheckpointMismatchError(f"{source} does not fit the model{hint}:\n{self.summary()}")
 
 
+def _strip_prefix(key: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
 def convert_state_dict(
     state_dict: Mapping[str, np.ndarray],
-    rules: Sequence[Rule],
+    table: Table,
     target_shapes: Mapping[str, tuple[int, ...]],
-    allow_missing: Sequence[str] = (),
     progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], ConversionReport]:
-    """Apply `rules` to `state_dict`.
+    """Map a torch state dict onto state paths with `table`.
 
     Args:
-        state_dict: torch key -> numpy array.
-        rules: the first rule whose pattern matches a key decides its fate.
+        state_dict: torch key -> numpy array (before `table.prepare`).
+        table: the layout's rules.
         target_shapes: every state path of the module (dot-joined) -> its shape.
-        allow_missing: regexes of state paths the checkpoint may lack (they keep their initial value).
         progress: show a progress bar over the checkpoint's tensors.
 
     Returns:
         (state path -> converted array, report). Arrays keep the checkpoint's dtype.
     """
+    if table.prepare is not None:
+        state_dict = table.prepare(state_dict)
+    ignore = [re.compile(pattern) for pattern in table.ignore]
     report = ConversionReport()
     converted: dict[str, np.ndarray] = {}
     for key, array in tqdm(state_dict.items(), desc="converting", unit="tensor", disable=not progress):
-        rule = next((rule for rule in rules if rule.match(key)), None)
-        if rule is None:
-            report.unexpected.append(key)
-            continue
-        if rule.target is None:
+        name = _strip_prefix(key, table.prefixes)
+        if any(regex.fullmatch(name) for regex in ignore):
             report.ignored.append(key)
             continue
-        path = rule.match(key).expand(rule.target)
-        if path not in target_shapes:
+        rule, path = next(((rule, path) for rule in table.rules if (path := rule.to_flax_path(name))), (None, None))
+        if path is None or path not in target_shapes:
             report.unexpected.append(key)
             continue
         if path in converted:
             raise CheckpointMismatchError(f"two checkpoint keys map to {path}; the last was {key}")
-        value = rule.transform(np.asarray(array))
+        value = rule.transform.to_flax(np.asarray(array))
         if tuple(value.shape) != tuple(target_shapes[path]):
             report.mismatched.append((key, path, tuple(value.shape), tuple(target_shapes[path])))
             continue
         converted[path] = value
         report.loaded.append(path)
 
-    allowed = [re.compile(pattern) for pattern in allow_missing]
+    allowed = [re.compile(pattern) for pattern in table.allow_missing]
     mismatched_paths = {path for _, path, _, _ in report.mismatched}
     for path in target_shapes:
         if path not in converted and path not in mismatched_paths:
@@ -155,3 +208,28 @@ def convert_state_dict(
             else:
                 report.missing.append(path)
     return converted, report
+
+
+def export_state_dict(state: Mapping[str, np.ndarray], table: Table, config, prefix: str = "") -> dict[str, np.ndarray]:
+    """The inverse of `convert_state_dict`: state paths -> the table's torch keys (with `prefix`), torch layout.
+
+    Raises `CheckpointMismatchError` naming any path no rule maps back.
+    """
+    exported: dict[str, np.ndarray] = {}
+    unmapped = []
+    for path, array in state.items():
+        rule, key = next(((rule, key) for rule in table.rules if (key := rule.to_torch_key(path))), (None, None))
+        if key is None:
+            unmapped.append(path)
+            continue
+        exported[prefix + key] = np.ascontiguousarray(rule.transform.to_torch(np.asarray(array)))
+    if unmapped:
+        raise CheckpointMismatchError(f"no rule maps these entries back to the torch layout: {unmapped}")
+    return table.unprepare(exported, config) if table.unprepare is not None else exported
+
+
+def add_num_batches_tracked(state_dict: dict[str, np.ndarray], config=None) -> dict[str, np.ndarray]:
+    """torch's BatchNorm keeps an update counter beside its statistics; ours has none, so export writes 0."""
+    for key in [key for key in state_dict if key.endswith(".running_mean")]:
+        state_dict[key[: -len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    return state_dict

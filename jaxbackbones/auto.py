@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from types import ModuleType
 
 import jax.numpy as jnp
 from flax import nnx
@@ -14,6 +13,7 @@ from flax import nnx
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
 from .convert import hf_resnet, hf_swin
+from .convert.rules import Table
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 
@@ -26,14 +26,12 @@ class Family:
 
     config_class: type[PretrainedConfig]
     backbone_class: type[nnx.Module]
-    # has RULES; ALLOW_MISSING when the checkpoint may lack some entries; prepare(state_dict) -> state_dict when
-    # several torch keys make one entry (run before the rules)
-    mapping: ModuleType
+    table: Table  # how transformers' checkpoints of this family map onto the module
 
 
 FAMILIES: dict[str, Family] = {
-    "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet),
-    "swin": Family(SwinConfig, SwinBackbone, hf_swin),
+    "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE),
+    "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE),
 }
 
 
@@ -130,22 +128,18 @@ class AutoBackbone:
         native = checkpoint.is_native(config_dict)
         if native:
             files = [hub.resolve_file(name_or_path, checkpoint.NATIVE_WEIGHTS_NAME, revision=revision)]
-            state_dict = checkpoint.read_state_dict(files)
-            rules, allow_missing = checkpoint.NATIVE_RULES, ()
+            table = checkpoint.NATIVE_TABLE
         else:
             files = hub.resolve_weight_files(name_or_path, revision=revision)
-            state_dict = checkpoint.read_state_dict(files)
-            if hasattr(family.mapping, "prepare"):
-                state_dict = family.mapping.prepare(state_dict)
-            rules, allow_missing = family.mapping.RULES, getattr(family.mapping, "ALLOW_MISSING", ())
+            table = family.table
+        state_dict = checkpoint.read_state_dict(files)
 
         def build():
             return family.backbone_class(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
                                          data_format=data_format)
 
         model, report = checkpoint.load_converted(
-            build, state_dict, rules, allow_missing=allow_missing, source=", ".join(str(path) for path in files),
-            progress=progress,
+            build, state_dict, table, source=", ".join(str(path) for path in files), progress=progress
         )
         if native:
             report.initialized = list(config_dict[checkpoint.NATIVE_KEY].get("newly_initialized", []))

@@ -21,7 +21,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from .convert.rules import ConversionReport, Rule, convert_state_dict
+from .convert.rules import ConversionReport, Rule, Table, convert_state_dict
 
 NATIVE_WEIGHTS_NAME = "model.nnx.safetensors"
 NATIVE_KEY = "jaxbackbones"
@@ -157,23 +157,22 @@ def flat_state(module: nnx.Module) -> dict[str, nnx.Variable]:
 def load_converted(
     build: Callable[[], nnx.Module],
     state_dict: Mapping[str, np.ndarray],
-    rules: Sequence[Rule],
+    table: Table,
     *,
-    allow_missing: Sequence[str] = (),
     source: str = "checkpoint",
     progress: bool = False,
 ) -> tuple[nnx.Module, ConversionReport]:
-    """Build a module whose state comes from `state_dict` through `rules`.
+    """Build a module whose state comes from `state_dict` through `table`.
 
     The module is first built abstractly (`nnx.eval_shape`), so no random weights are drawn unless the
-    checkpoint lacks entries `allow_missing` permits; those keep the module's own initial values.
+    checkpoint lacks entries the table allows to be missing; those keep the module's own initial values.
     Raises `CheckpointMismatchError` naming every missing, unexpected and mismatched entry.
     """
     abstract = nnx.eval_shape(build)
     graphdef, state = nnx.split(abstract)
     variables = flat_state(abstract)
     converted, report = convert_state_dict(
-        state_dict, rules, {path: variable.shape for path, variable in variables.items()}, allow_missing, progress
+        state_dict, table, {path: variable.shape for path, variable in variables.items()}, progress
     )
     report.raise_if_incomplete(source)
     initial = flat_state(build()) if report.initialized else {}
@@ -245,4 +244,4 @@ def save_native(module: nnx.Module, directory: str | os.PathLike, *, config_dict
 
 
 # A native folder's state paths are the module's own: one identity rule maps them.
-NATIVE_RULES = (Rule(r"(.+)", r"\1"),)
+NATIVE_TABLE = Table(rules=(Rule("{path*}", "{path*}"),))

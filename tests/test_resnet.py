@@ -33,7 +33,7 @@ def torch_backbone(name, seed=0, **selection):
 def ours_from_torch(torch_model, **kwargs):
     config = ResNetConfig.from_dict(torch_model.config.to_dict())
     model, report = load_converted(lambda: ResNetBackbone(config, rngs=nnx.Rngs(0), **kwargs),
-                                   state_dict_numpy(torch_model), hf_resnet.RULES)
+                                   state_dict_numpy(torch_model), hf_resnet.TABLE)
     assert report.ok and not report.initialized
     model.eval()
     return model
@@ -102,7 +102,7 @@ def test_train_mode_matches_torch_outputs_and_running_statistics():
     outputs = model(jnp.asarray(pixels.transpose(0, 2, 3, 1)))
     assert_maps_match(reference.feature_maps, outputs.feature_maps)
 
-    updated, report = convert_state_dict(state_dict_numpy(torch_model), hf_resnet.RULES,
+    updated, report = convert_state_dict(state_dict_numpy(torch_model), hf_resnet.TABLE,
                                          {path: v.shape for path, v in flat_state(model).items()})
     assert report.ok
     statistics = {path: v for path, v in flat_state(model).items() if isinstance(v, nnx.BatchStat)}

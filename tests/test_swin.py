@@ -43,8 +43,7 @@ def torch_swin(config_kwargs, *, seed=0, attn="sdpa", cls=None):
 
 def convert(torch_model, config, **kwargs):
     model, report = load_converted(
-        lambda: SwinBackbone(config, rngs=nnx.Rngs(0), **kwargs), hf_swin.prepare(state_dict_numpy(torch_model)),
-        hf_swin.RULES, allow_missing=hf_swin.ALLOW_MISSING,
+        lambda: SwinBackbone(config, rngs=nnx.Rngs(0), **kwargs), state_dict_numpy(torch_model), hf_swin.TABLE
     )
     model.eval()
     return model, report
@@ -311,8 +310,7 @@ def test_prepare_fuses_qkv_and_reports_a_missing_projection(small):
 
     del state_dict[prefix + "k_proj.weight"]
     with pytest.raises(CheckpointMismatchError) as error:
-        load_converted(lambda: SwinBackbone(SwinConfig(**SMALL), rngs=nnx.Rngs(0)), hf_swin.prepare(state_dict),
-                       hf_swin.RULES, allow_missing=hf_swin.ALLOW_MISSING)
+        load_converted(lambda: SwinBackbone(SwinConfig(**SMALL), rngs=nnx.Rngs(0)), state_dict, hf_swin.TABLE)
     message = str(error.value)
     assert "stages.1.blocks.1.attn.qkv.kernel" in message
     assert prefix + "q_proj.weight" in message and prefix + "v_proj.weight" in message
