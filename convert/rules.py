@@ -222,7 +222,7 @@ def export_state_dict(state: Mapping[str, np.ndarray], table: Table, config, pre
         if key is None:
             unmapped.append(path)
             continue
-        exported[prefix + key] = np.ascontiguousarray(rule.transform.to_torch(np.asarray(array)))
+        exported[prefix + key] = rule.transform.to_torch(np.asarray(array))
     if unmapped:
         raise CheckpointMismatchError(f"no rule maps these entries back to the torch layout: {unmapped}")
     return table.unprepare(exported, config) if table.unprepare is not None else exported

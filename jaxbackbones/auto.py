@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ from flax import nnx
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
 from .convert import hf_resnet, hf_swin
-from .convert.rules import Table
+from .convert.rules import Table, export_state_dict
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 
@@ -27,11 +29,12 @@ class Family:
     config_class: type[PretrainedConfig]
     backbone_class: type[nnx.Module]
     table: Table  # how transformers' checkpoints of this family map onto the module
+    transformers_backbone: str  # the transformers class that export writes checkpoints for
 
 
 FAMILIES: dict[str, Family] = {
-    "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE),
-    "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE),
+    "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE, "ResNetBackbone"),
+    "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE, "SwinBackbone"),
 }
 
 
@@ -154,3 +157,32 @@ class AutoBackbone:
             logger.info("%s: checkpoint entries not used by the backbone: %s", name_or_path, report.ignored)
         model.eval()
         return (model, report) if output_loading_info else model
+
+
+def export_pretrained(native_dir: str | os.PathLike, out_dir: str | os.PathLike, *, layout: str = "transformers",
+                      overwrite: bool = False) -> Path:
+    """Write a native folder back as a torch checkpoint that `transformers` loads (`ResNetBackbone.from_pretrained`).
+
+    Parameters keep their dtype; BatchNorm statistics included. The torch -> Flax -> torch round trip is
+    bit-exact. `preprocessor_config.json` is copied when present. Written atomically.
+    """
+    native_dir = Path(native_dir)
+    config_dict = hub.read_json(native_dir / hub.CONFIG_NAME)
+    if not checkpoint.is_native(config_dict):
+        raise ValueError(f"{native_dir} is not a native jaxbackbones folder (its config.json has no "
+                         f"{checkpoint.NATIVE_KEY!r} entry); convert it first with `jaxbackbones convert`")
+    config = _config_from_dict(config_dict, str(native_dir / hub.CONFIG_NAME))
+    family = FAMILIES[config.model_type]
+    if layout != "transformers":
+        raise ValueError(f"{config.model_type} checkpoints export to the 'transformers' layout, not {layout!r}")
+    state = checkpoint.read_safetensors(native_dir / checkpoint.NATIVE_WEIGHTS_NAME)
+    torch_state = export_state_dict(state, family.table, config)
+    torch_config = {key: value for key, value in config_dict.items() if key != checkpoint.NATIVE_KEY}
+    torch_config["architectures"] = [family.transformers_backbone]
+    processor = native_dir / "preprocessor_config.json"
+    with checkpoint.atomic_directory(out_dir, overwrite=overwrite) as staging:
+        (staging / hub.CONFIG_NAME).write_text(json.dumps(torch_config, indent=2, sort_keys=True) + "\n")
+        checkpoint.write_safetensors(staging / "model.safetensors", torch_state, metadata={"format": "pt"})
+        if processor.is_file():
+            shutil.copyfile(processor, staging / processor.name)
+    return Path(out_dir)

@@ -88,7 +88,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     offset = 0
     arrays = []
     for key in sorted(tensors):
-        array = np.ascontiguousarray(tensors[key])
+        array = np.asarray(tensors[key])
         if array.dtype not in names:
             raise ValueError(f"cannot write tensor {key!r}: dtype {array.dtype} has no safetensors name")
         header[key] = {"dtype": names[array.dtype], "shape": list(array.shape),
@@ -101,7 +101,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
         file.write(struct.pack("<Q", len(blob)))
         file.write(blob)
         for array in arrays:
-            file.write(array.tobytes())
+            file.write(array.tobytes(order="C"))
 
 
 def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:

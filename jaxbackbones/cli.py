@@ -88,6 +88,14 @@ def convert(args) -> int:
     return 0
 
 
+def export(args) -> int:
+    from .auto import export_pretrained
+
+    export_pretrained(args.flax_dir, args.out_dir, layout=args.layout, overwrite=args.force)
+    print(f"wrote {args.out_dir} ({args.layout} layout)")
+    return 0
+
+
 def info(args) -> int:
     import jax
     import numpy as np
@@ -135,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                                 help="compare every stage with the torch reference (needs torch)")
     convert_parser.add_argument("--force", action="store_true", help="replace an existing out_dir")
     convert_parser.set_defaults(handler=convert)
+
+    export_parser = commands.add_parser("export", help="write a native folder back as a torch checkpoint")
+    export_parser.add_argument("flax_dir", type=Path, help="a native folder (from convert or save_pretrained)")
+    export_parser.add_argument("out_dir", type=Path, help="the torch checkpoint folder to write")
+    export_parser.add_argument("--layout", choices=["transformers", "timm"], default="transformers")
+    export_parser.add_argument("--force", action="store_true", help="replace an existing out_dir")
+    export_parser.set_defaults(handler=export)
 
     info_parser = commands.add_parser("info", help="stages, channels, reductions, parameter count, dtype")
     info_parser.add_argument("model", help="hub repo id or local folder")
