@@ -80,11 +80,13 @@ class BatchNorm(nnx.Module):
     Train mode (`use_running_average=False`) normalises with the batch's biased variance and updates the
     running statistics with `momentum` and the unbiased variance, as torch does; eval mode uses the
     running statistics. `.train()` / `.eval()` switch the mode. Under `jax.jit` with a sharded batch the
-    means are taken over the global batch.
+    means are taken over the global batch. A `frozen` BatchNorm (detection-style fine-tuning) always uses its
+    running statistics and never updates them, whatever the mode.
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
-                 use_running_average: bool = False, dtype=jnp.float32, param_dtype=jnp.float32):
+                 use_running_average: bool = False, frozen: bool = False, dtype=jnp.float32,
+                 param_dtype=jnp.float32):
         self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
         self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
@@ -92,11 +94,12 @@ class BatchNorm(nnx.Module):
         self.eps = eps
         self.momentum = momentum
         self.use_running_average = use_running_average
+        self.frozen = frozen
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
-        if self.use_running_average:
+        if self.use_running_average or self.frozen:
             mean, var = self.mean[...], self.var[...]
         else:
             axes = tuple(range(x.ndim - 1))
