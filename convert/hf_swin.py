@@ -156,7 +156,8 @@ TABLE = Table(
     # SwinForImageClassification, SwinForMaskedImageModeling and transformers 5's in-memory SwinBackbone nest the
     # model under `swin.`; SwinModel and saved SwinBackbone checkpoints do not.
     prefixes=("swin.",),
-    allow_missing=(r"hidden_states_norms\.[^.]+\.(?:scale|bias)",),
+    # transformers initialises the LayerNorms it creates with weight 1, bias 0.
+    allow_missing=((r"hidden_states_norms\.[^.]+\.scale", np.ones), (r"hidden_states_norms\.[^.]+\.bias", np.zeros)),
     prepare=prepare,
     unprepare=unprepare,
 )

@@ -83,7 +83,8 @@ class Table:
         so the layout the hub writes comes first.
     ignore: regexes of (prefix-stripped) torch keys dropped on purpose; reported as ignored.
     prefixes: wrappers a checkpoint may nest the model in (`resnet.` of a classification model); stripped.
-    allow_missing: regexes of state paths a checkpoint may lack; they keep their initial value.
+    allow_missing: (regex, init) pairs: state paths a checkpoint may lack, and how the source library
+        initialises them (e.g. `np.ones` for a norm's scale); init takes the shape.
     prepare: torch state dict -> torch state dict, run before the rules (several keys -> one entry).
     unprepare: (torch state dict, config) -> torch state dict, run after export (inverse of `prepare`, plus
         keys the layout needs that carry no weights).
@@ -92,7 +93,7 @@ class Table:
     rules: tuple[Rule, ...]
     ignore: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
-    allow_missing: tuple[str, ...] = ()
+    allow_missing: tuple[tuple[str, Callable[[tuple[int, ...]], np.ndarray]], ...] = ()
     prepare: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     unprepare: Callable[[dict[str, np.ndarray], object], dict[str, np.ndarray]] | None = None
 
@@ -107,7 +108,8 @@ class ConversionReport:
 
     loaded: state paths filled from the checkpoint.
     missing: state paths the checkpoint did not fill.
-    initialized: missing paths that are allowed to keep their initial value (reported, not fatal).
+    initialized: missing paths the table allows, filled with the source library's initial value (reported,
+        not fatal).
     unexpected: torch keys that no rule maps, or that map to a path the module does not have.
     mismatched: (torch key, state path, checkpoint shape after transform, expected shape).
     ignored: torch keys dropped on purpose (e.g. a classifier head).
@@ -174,7 +176,8 @@ def convert_state_dict(
         progress: show a progress bar over the checkpoint's tensors.
 
     Returns:
-        (state path -> converted array, report). Arrays keep the checkpoint's dtype.
+        (state path -> converted array, report). Arrays keep the checkpoint's dtype; entries the table allows
+        to be missing are filled with its initial values.
     """
     if table.prepare is not None:
         state_dict = table.prepare(state_dict)
@@ -199,14 +202,17 @@ def convert_state_dict(
         converted[path] = value
         report.loaded.append(path)
 
-    allowed = [re.compile(pattern) for pattern in table.allow_missing]
+    allowed = [(re.compile(pattern), init) for pattern, init in table.allow_missing]
     mismatched_paths = {path for _, path, _, _ in report.mismatched}
-    for path in target_shapes:
-        if path not in converted and path not in mismatched_paths:
-            if any(regex.fullmatch(path) for regex in allowed):
-                report.initialized.append(path)
-            else:
-                report.missing.append(path)
+    for path, shape in target_shapes.items():
+        if path in converted or path in mismatched_paths:
+            continue
+        init = next((init for regex, init in allowed if regex.fullmatch(path)), None)
+        if init is None:
+            report.missing.append(path)
+        else:
+            converted[path] = init(tuple(shape))
+            report.initialized.append(path)
     return converted, report
 
 

@@ -1,0 +1,112 @@
+"""Conversion time and peak memory of full-size checkpoints, and `from_pretrained` time from the native format.
+
+    python benchmarks/convert.py
+
+Writes transformers checkpoints of full-size ResNet-50 and Swin-T (random weights, the hub's layout), then, each
+in a fresh process: `AutoBackbone.from_pretrained(torch folder)` (read + convert + place on device) and
+`AutoBackbone.from_pretrained(native folder)`. Peak memory is the process's peak resident-memory growth over
+a baseline taken after JAX has started (the loaded model included), as a multiple of the checkpoint's size.
+Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CHECKPOINTS = {
+    "resnet50": ("ResNetConfig", "ResNetForImageClassification", {}),
+    "swin_tiny": ("SwinConfig", "SwinForImageClassification", {}),
+}
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def measure(folder: str) -> dict:
+    """Run in a fresh process: time and peak resident-memory growth of one from_pretrained.
+
+    The peak is sampled every millisecond from /proc (the kernel's own high-water mark would still hold JAX's
+    start-up peak).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxbackbones import AutoBackbone
+
+    jax.block_until_ready(jnp.ones(1) + 1)  # start the runtime before the baseline
+    baseline = resident_bytes()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.perf_counter()
+    model = AutoBackbone.from_pretrained(folder, cache_conversion=False)
+    jax.block_until_ready(jax.tree_util.tree_leaves(model))
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return {"seconds": seconds, "peak_rss_growth_bytes": max(peak[0], resident_bytes()) - baseline}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+
+    import transformers
+
+    from jaxbackbones import AutoBackbone
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, (config_name, model_name, kwargs) in CHECKPOINTS.items():
+            torch_dir, native_dir = Path(workdir) / f"{name}-torch", Path(workdir) / f"{name}-native"
+            model = getattr(transformers, model_name)(getattr(transformers, config_name)(**kwargs))
+            model.save_pretrained(torch_dir)
+            AutoBackbone.from_pretrained(torch_dir, cache_conversion=False).save_pretrained(native_dir)
+            size = sum(path.stat().st_size for path in torch_dir.glob("*.safetensors"))
+            row = {"checkpoint_bytes": size}
+            for kind, folder in (("convert", torch_dir), ("native_load", native_dir)):
+                output = subprocess.run([sys.executable, __file__, "--measure", str(folder)], check=True,
+                                        capture_output=True, text=True).stdout
+                result = json.loads(output.strip().splitlines()[-1])
+                row[f"{kind}_s"] = result["seconds"]
+                row[f"{kind}_peak_over_checkpoint"] = result["peak_rss_growth_bytes"] / size
+            rows[name] = row
+
+    print(f"{'model':<10} {'checkpoint MB':>13} {'convert s':>9} {'peak/ckpt':>9} {'native load s':>13} "
+          f"{'peak/ckpt':>9}")
+    for name, row in rows.items():
+        print(f"{name:<10} {row['checkpoint_bytes'] / 1e6:>13.1f} {row['convert_s']:>9.2f} "
+              f"{row['convert_peak_over_checkpoint']:>9.2f} {row['native_load_s']:>13.2f} "
+              f"{row['native_load_peak_over_checkpoint']:>9.2f}")
+    date = datetime.date.today().isoformat()
+    output = args.output or Path(__file__).parent / "results" / f"{date}-conversion-cpu.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"date": date, "results": rows}, indent=2) + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
