@@ -33,31 +33,91 @@ def _load_backbone(args):
     return model, ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875), note
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _image_paths(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to their image files, sorted."""
+    paths = []
+    for path in inputs:
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise OSError(f"{path} is neither an image file nor a folder")
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    return paths
+
+
+def _heat(values):
+    """A (H, W) array -> (H, W, 3) uint8 colours (dark blue -> yellow), after min-max scaling."""
+    import numpy as np
+
+    scaled = (values - values.min()) / max(float(values.max() - values.min()), 1e-12)
+    stops = np.array([[48, 18, 59], [40, 120, 142], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+    position = scaled * (len(stops) - 1)
+    low = np.clip(np.floor(position).astype(int), 0, len(stops) - 2)
+    weight = (position - low)[..., None]
+    return (stops[low] * (1 - weight) + stops[low + 1] * weight).astype(np.uint8)
+
+
+def save_feature_grid(path: Path, pixel_values, feature_maps: dict, names: list[str], tile: int = 160) -> None:
+    """A PNG with one row per image: the input as the model saw it, then each stage's channel-mean map over it."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rows = len(pixel_values)
+    grid = Image.new("RGB", (tile * (1 + len(feature_maps)), (tile + 16) * rows), "white")
+    draw = ImageDraw.Draw(grid)
+    for row, (pixels, name) in enumerate(zip(pixel_values, names)):
+        scaled = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-12)
+        picture = Image.fromarray((scaled * 255).astype(np.uint8)).resize((tile, tile), Image.Resampling.BILINEAR)
+        top = row * (tile + 16)
+        grid.paste(picture, (0, top + 16))
+        draw.text((2, top + 2), name[:24], fill="black")
+        for column, (stage, maps) in enumerate(feature_maps.items(), start=1):
+            heat = Image.fromarray(_heat(maps[row].mean(axis=-1))).resize((tile, tile), Image.Resampling.NEAREST)
+            grid.paste(Image.blend(picture, heat, 0.6), (column * tile, top + 16))
+            draw.text((column * tile + 2, top + 2), f"{stage} {maps.shape[1]}x{maps.shape[2]}", fill="black")
+    grid.save(path)
+
+
 def extract(args) -> int:
-    import jax
     import numpy as np
     from flax import nnx
     from PIL import Image
+    from tqdm.auto import tqdm
 
+    paths = _image_paths(args.images)
     model, processor, note = _load_backbone(args)
     if note:
         print(f"NOTE: {note}", file=sys.stderr)
-    images = [Image.open(path) for path in args.images]
-    pixel_values = processor(images)["pixel_values"]
-    outputs = nnx.jit(lambda module, pixels: module(pixels))(model, pixel_values)
-    jax.block_until_ready(outputs)
+    forward = nnx.jit(lambda module, pixels: module(pixels).feature_maps)
+    pixel_batches, map_batches = [], []
+    with tqdm(total=len(paths), unit="image", disable=len(paths) < 2 * args.batch_size) as progress:
+        for start in range(0, len(paths), args.batch_size):
+            chunk = paths[start:start + args.batch_size]
+            pixel_values = processor([Image.open(path) for path in chunk])["pixel_values"]
+            map_batches.append([np.asarray(m) for m in forward(model, pixel_values)])
+            pixel_batches.append(pixel_values)
+            progress.update(len(chunk))
+    pixel_values = np.concatenate(pixel_batches)
+    arrays = {name: np.concatenate([maps[i] for maps in map_batches])
+              for i, name in enumerate(model.out_features)}
 
-    print(f"{len(images)} image(s), pixel_values {tuple(pixel_values.shape)} (NHWC)")
+    print(f"{len(paths)} image(s), pixel_values {tuple(pixel_values.shape)} (NHWC)")
     print(f"{'stage':<8} {'shape (N, H, W, C)':<22} {'mean':>9} {'std':>9} {'min':>9} {'max':>9}")
-    arrays = {}
-    for name, feature_map in zip(model.out_features, outputs.feature_maps):
-        array = np.asarray(feature_map)
-        arrays[name] = array
+    for name, array in arrays.items():
         print(f"{name:<8} {str(array.shape):<22} {array.mean():>9.4f} {array.std():>9.4f} "
               f"{array.min():>9.4f} {array.max():>9.4f}")
     if args.save:
         np.savez(args.save, **arrays)
         print(f"saved {', '.join(arrays)} to {args.save}")
+    if args.plot:
+        save_feature_grid(args.plot, pixel_values, arrays, [path.name for path in paths])
+        print(f"plotted channel-mean maps to {args.plot}")
     return 0
 
 
@@ -125,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
 
     extract_parser = commands.add_parser("extract", help="print (and save) the feature maps of images")
     extract_parser.add_argument("images", nargs="*", type=Path, default=[SAMPLE_IMAGE],
-                                help="image files (default: the bundled sample image)")
+                                help="image files or folders of images (default: the bundled sample image)")
     extract_parser.add_argument("--model", default=DEFAULT_MODEL, help="hub repo id or local folder")
     selection = extract_parser.add_mutually_exclusive_group()
     selection.add_argument("--out-indices", type=int, nargs="+", help="stage indices, e.g. 1 2 3 4 or -1")
     selection.add_argument("--out-features", nargs="+", help="stage names, e.g. stage1 stage4")
     extract_parser.add_argument("--random-init", action="store_true", help="random weights, no download")
     extract_parser.add_argument("--save", type=Path, help="write the feature maps to this .npz file")
+    extract_parser.add_argument("--plot", type=Path, help="write a PNG grid of channel-mean maps per stage")
+    extract_parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     extract_parser.set_defaults(handler=extract)
 
     convert_parser = commands.add_parser("convert", help="convert a torch hub checkpoint to the native format once")

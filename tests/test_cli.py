@@ -122,3 +122,25 @@ def test_export_refuses_a_torch_folder(tmp_path):
     transformers.ResNetConfig().save_pretrained(tmp_path / "src")
     result = run_cli("export", str(tmp_path / "src"), str(tmp_path / "out"))
     assert result.returncode == 1 and "is not a native jaxbackbones folder" in result.stderr
+
+
+def test_extract_a_folder_with_plot(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for index, size in enumerate([(60, 90), (120, 80), (64, 64)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{index}.png")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    result = run_cli("extract", str(tmp_path / "images"), "--random-init", "--out-indices", "1", "4",
+                     "--batch-size", "2", "--plot", str(tmp_path / "grid.png"), "--save", str(tmp_path / "f.npz"))
+    assert result.returncode == 0, result.stderr
+    assert "NOTE: --random-init" in result.stderr
+    assert "3 image(s), pixel_values (3, 224, 224, 3) (NHWC)" in result.stdout
+    assert np.load(tmp_path / "f.npz")["stage4"].shape == (3, 7, 7, 2048)
+    assert Image.open(tmp_path / "grid.png").size == (160 * 3, 176 * 3)
+
+
+def test_extract_missing_image_is_an_error(tmp_path):
+    result = run_cli("extract", str(tmp_path / "nope.jpg"), "--random-init")
+    assert result.returncode == 1 and "nope.jpg is neither an image file nor a folder" in result.stderr
