@@ -51,39 +51,6 @@ def _image_paths(inputs: list[Path]) -> list[Path]:
     return paths
 
 
-def _heat(values):
-    """A (H, W) array -> (H, W, 3) uint8 colours (dark blue -> yellow), after min-max scaling."""
-    import numpy as np
-
-    scaled = (values - values.min()) / max(float(values.max() - values.min()), 1e-12)
-    stops = np.array([[48, 18, 59], [40, 120, 142], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
-    position = scaled * (len(stops) - 1)
-    low = np.clip(np.floor(position).astype(int), 0, len(stops) - 2)
-    weight = (position - low)[..., None]
-    return (stops[low] * (1 - weight) + stops[low + 1] * weight).astype(np.uint8)
-
-
-def save_feature_grid(path: Path, pixel_values, feature_maps: dict, names: list[str], tile: int = 160) -> None:
-    """A PNG with one row per image: the input as the model saw it, then each stage's channel-mean map over it."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rows = len(pixel_values)
-    grid = Image.new("RGB", (tile * (1 + len(feature_maps)), (tile + 16) * rows), "white")
-    draw = ImageDraw.Draw(grid)
-    for row, (pixels, name) in enumerate(zip(pixel_values, names)):
-        scaled = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-12)
-        picture = Image.fromarray((scaled * 255).astype(np.uint8)).resize((tile, tile), Image.Resampling.BILINEAR)
-        top = row * (tile + 16)
-        grid.paste(picture, (0, top + 16))
-        draw.text((2, top + 2), name[:24], fill="black")
-        for column, (stage, maps) in enumerate(feature_maps.items(), start=1):
-            heat = Image.fromarray(_heat(maps[row].mean(axis=-1))).resize((tile, tile), Image.Resampling.NEAREST)
-            grid.paste(Image.blend(picture, heat, 0.6), (column * tile, top + 16))
-            draw.text((column * tile + 2, top + 2), f"{stage} {maps.shape[1]}x{maps.shape[2]}", fill="black")
-    grid.save(path)
-
-
 def extract(args) -> int:
     import numpy as np
     from flax import nnx
@@ -116,7 +83,9 @@ def extract(args) -> int:
         np.savez(args.save, **arrays)
         print(f"saved {', '.join(arrays)} to {args.save}")
     if args.plot:
-        save_feature_grid(args.plot, pixel_values, arrays, [path.name for path in paths])
+        from .visualize import feature_map_grid
+
+        feature_map_grid(pixel_values, arrays, [path.name for path in paths]).save(args.plot)
         print(f"plotted channel-mean maps to {args.plot}")
     return 0
 
@@ -152,7 +121,7 @@ def export(args) -> int:
     from .auto import export_pretrained
 
     export_pretrained(args.flax_dir, args.out_dir, layout=args.layout, overwrite=args.force)
-    print(f"wrote {args.out_dir} ({args.layout} layout)")
+    print(f"wrote {args.out_dir}" + (f" ({args.layout} layout)" if args.layout else ""))
     return 0
 
 
@@ -170,6 +139,8 @@ def info(args) -> int:
     native = config_dict.get(checkpoint.NATIVE_KEY)
     stored = native["param_dtype"] if native else config_dict.get("dtype") or config_dict.get("torch_dtype")
     print(f"model_type   {config.model_type}" + (" (native jaxbackbones format)" if native else ""))
+    if config.model_type == "timm_backbone":
+        print(f"architecture {config.backbone}")
     print(f"parameters   {sum(int(np.prod(p.shape)) for p in parameters):,}")
     print(f"dtype        {stored or 'float32'}")
     print(f"out_features {config.out_features}")
@@ -197,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     extract_parser.set_defaults(handler=extract)
 
     convert_parser = commands.add_parser("convert", help="convert a torch hub checkpoint to the native format once")
-    convert_parser.add_argument("source", help="hub repo id or local folder (transformers layout)")
+    convert_parser.add_argument("source", help="hub repo id or local folder (transformers or timm layout)")
     convert_parser.add_argument("out_dir", type=Path, help="the native folder to write")
     convert_parser.add_argument("--revision", help="branch, tag or commit of a hub repo")
     convert_parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="parameter dtype")
@@ -209,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     export_parser = commands.add_parser("export", help="write a native folder back as a torch checkpoint")
     export_parser.add_argument("flax_dir", type=Path, help="a native folder (from convert or save_pretrained)")
     export_parser.add_argument("out_dir", type=Path, help="the torch checkpoint folder to write")
-    export_parser.add_argument("--layout", choices=["transformers", "timm"], default="transformers")
+    export_parser.add_argument("--layout", choices=["transformers", "timm"],
+                               help="the torch layout to write (default: the one the checkpoint came in)")
     export_parser.add_argument("--force", action="store_true", help="replace an existing out_dir")
     export_parser.set_defaults(handler=export)
 
