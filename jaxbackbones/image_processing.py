@@ -21,7 +21,6 @@ rounding, and it is also why float inputs are quantised to uint8 before a resize
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jaxbackbones.hub import load_config_dict, resolve_file
+from .hub import load_config_dict, read_json, resolve_file
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 
@@ -369,16 +368,6 @@ def _resampling(value: Any) -> Image.Resampling:
     except ValueError:
         choices = ", ".join(f"{int(member)} ({member.name})" for member in Image.Resampling)
         raise ValueError(f"resample={value!r}: expected a PIL resampling filter, one of {choices}") from None
-
-
-def _read_json_object(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
-    return config
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -728,7 +717,7 @@ class AutoImageProcessor:
         """
         path = resolve_file(name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, required=False)
         if path is not None:
-            config = _read_json_object(path)
+            config = read_json(path)
             return _processor_class(config, path).from_dict(config, **overrides)
 
         config = load_config_dict(name_or_path, revision=revision)
