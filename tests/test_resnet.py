@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 from flax import nnx
-from helpers import assert_parity, randomize_torch_module, state_dict_numpy, write_to_hub_cache
+from helpers import assert_parity, randomize_torch_module, state_dict_numpy
 
 from jaxbackbones import AutoBackbone, BackboneOutput, ResNetBackbone, ResNetConfig
 from jaxbackbones.checkpoint import flat_state, load_converted
