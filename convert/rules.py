@@ -195,7 +195,11 @@ def convert_state_dict(
             continue
         if path in converted:
             raise CheckpointMismatchError(f"two checkpoint keys map to {path}; the last was {key}")
-        value = rule.transform.to_flax(np.asarray(array))
+        try:
+            value = rule.transform.to_flax(np.asarray(array))
+        except ValueError:  # a tensor of another rank than the rule expects (a norm weight where a kernel belongs)
+            report.mismatched.append((key, path, tuple(np.shape(array)), tuple(target_shapes[path])))
+            continue
         if tuple(value.shape) != tuple(target_shapes[path]):
             report.mismatched.append((key, path, tuple(value.shape), tuple(target_shapes[path])))
             continue

@@ -1,13 +1,18 @@
 """jaxbackbones: vision backbones in Flax NNX that load PyTorch hub checkpoints with feature-map parity."""
 
+from . import sharding, training
 from .auto import AutoBackbone, AutoConfig
 from .backbone import BackboneConfigMixin, BackboneOutput
+from .backbone_utils import load_backbone
 from .checkpoint import CheckpointError
 from .configuration import PretrainedConfig
 from .convert.rules import CheckpointMismatchError, ConversionReport
 from .image_processing import AutoImageProcessor, ConvNextImageProcessor, TimmImageProcessor, ViTImageProcessor
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
+from .models.timm import TimmBackbone, TimmBackboneConfig
+from .necks import FPN
+from .training import trainable_filter
 
 __version__ = "0.1.0"
 
@@ -21,11 +26,18 @@ __all__ = [
     "CheckpointMismatchError",
     "ConversionReport",
     "ConvNextImageProcessor",
+    "FPN",
     "PretrainedConfig",
+    "load_backbone",
+    "sharding",
+    "trainable_filter",
+    "training",
     "ResNetBackbone",
     "ResNetConfig",
     "TimmImageProcessor",
     "ViTImageProcessor",
     "SwinBackbone",
     "SwinConfig",
+    "TimmBackbone",
+    "TimmBackboneConfig",
 ]

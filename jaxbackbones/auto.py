@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -14,10 +15,11 @@ from flax import nnx
 
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
-from .convert import hf_resnet, hf_swin
+from .convert import hf_resnet, hf_swin, timm_resnet, timm_swin
 from .convert.rules import Table, export_state_dict
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
+from .models.timm import SwinSpec, TimmBackbone, TimmBackboneConfig
 
 logger = logging.getLogger("jaxbackbones")
 
@@ -28,14 +30,31 @@ class Family:
 
     config_class: type[PretrainedConfig]
     backbone_class: type[nnx.Module]
-    table: Table  # how transformers' checkpoints of this family map onto the module
-    transformers_backbone: str  # the transformers class that export writes checkpoints for
+    # How the family's torch checkpoints map onto the module; a function of the config where that depends on it.
+    table: Table | Callable[[PretrainedConfig], Table]
+    transformers_backbone: str | None = None  # the transformers class that export writes checkpoints for
+    layout: str = "transformers"  # the torch layout the checkpoints come in, and export writes
+
+    def table_for(self, config: PretrainedConfig) -> Table:
+        return self.table(config) if callable(self.table) else self.table
+
+
+def _timm_table(config: TimmBackboneConfig) -> Table:
+    return timm_swin.TABLE if isinstance(config.timm_spec, SwinSpec) else timm_resnet.table_for(config)
 
 
 FAMILIES: dict[str, Family] = {
     "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE, "ResNetBackbone"),
     "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE, "SwinBackbone"),
+    "timm_backbone": Family(TimmBackboneConfig, TimmBackbone, _timm_table, layout="timm"),
 }
+
+
+def _model_type(config_dict: dict) -> str | None:
+    """A config.json's model_type; timm's hub layout has none, but names the timm model in `architecture`."""
+    if "model_type" not in config_dict and "architecture" in config_dict:
+        return TimmBackboneConfig.model_type
+    return config_dict.get("model_type")
 
 
 def _family(model_type: str | None, where: str) -> Family:
@@ -48,7 +67,7 @@ def _family(model_type: str | None, where: str) -> Family:
 
 
 def _config_from_dict(config_dict: dict, where: str, **kwargs) -> PretrainedConfig:
-    family = _family(config_dict.get("model_type"), where)
+    family = _family(_model_type(config_dict), where)
     hub_config = {key: value for key, value in config_dict.items() if key != checkpoint.NATIVE_KEY}
     return family.config_class.from_dict(hub_config, **kwargs)
 
@@ -82,11 +101,17 @@ class AutoBackbone:
 
     @staticmethod
     def from_config(config: PretrainedConfig, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32,
-                    param_dtype=jnp.float32, data_format: str = "channels_last") -> nnx.Module:
-        """A randomly initialised backbone (train mode, like a fresh torch module)."""
+                    param_dtype=jnp.float32, data_format: str = "channels_last", mesh=None,
+                    shard_axis=None) -> nnx.Module:
+        """A randomly initialised backbone (train mode, like a fresh torch module).
+
+        With a `mesh`, the variables are placed on it: sharded along `shard_axis` (FSDP-style), or replicated
+        when it is None (see `jaxbackbones.sharding`).
+        """
         family = _family(getattr(config, "model_type", None), type(config).__name__)
-        return family.backbone_class(config, rngs=rngs or nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
-                                     data_format=data_format)
+        model = family.backbone_class(config, rngs=rngs or nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
+                                      data_format=data_format)
+        return _place_on_mesh(model, mesh, shard_axis)
 
     @staticmethod
     def from_pretrained(
@@ -101,6 +126,8 @@ class AutoBackbone:
         cache_conversion: bool = True,
         output_loading_info: bool = False,
         progress: bool = False,
+        mesh=None,
+        shard_axis=None,
         **config_kwargs,
     ):
         """Load a backbone from a local folder or hub repo id.
@@ -115,6 +142,9 @@ class AutoBackbone:
         `param_dtype` (see `hub.conversion_cache_dir`; `cache_conversion=False` skips it), so later loads read
         the native format. The model is returned in eval mode; with `output_loading_info=True` it comes with
         the `ConversionReport`. `progress=True` shows a progress bar while converting.
+        With a `jax.sharding.Mesh`, the weights are placed on it, sharded along `shard_axis` (FSDP-style) or
+        replicated when it is None (see `jaxbackbones.sharding`; multi-host after `jax.distributed.initialize()`).
+        Training switches (`freeze_stages`, `freeze_batch_norm`, `gradient_checkpointing`) are config kwargs.
         """
         if out_indices is not None:
             config_kwargs["out_indices"] = list(out_indices)
@@ -134,7 +164,7 @@ class AutoBackbone:
             table = checkpoint.NATIVE_TABLE
         else:
             files = hub.resolve_weight_files(name_or_path, revision=revision)
-            table = family.table
+            table = family.table_for(config)
         state_dict = checkpoint.read_state_dict(files)
 
         def build():
@@ -155,13 +185,30 @@ class AutoBackbone:
             logger.warning("%s: newly initialised, not in the checkpoint: %s", name_or_path, report.initialized)
         if report.ignored:
             logger.info("%s: checkpoint entries not used by the backbone: %s", name_or_path, report.ignored)
+        model = _place_on_mesh(model, mesh, shard_axis)
         model.eval()
         return (model, report) if output_loading_info else model
 
 
-def export_pretrained(native_dir: str | os.PathLike, out_dir: str | os.PathLike, *, layout: str = "transformers",
+def _place_on_mesh(model: nnx.Module, mesh, shard_axis) -> nnx.Module:
+    if mesh is None:
+        if shard_axis is not None:
+            raise ValueError(f"shard_axis={shard_axis!r} needs a mesh (mesh=jaxbackbones.sharding.make_mesh(...))")
+        return model
+    from .sharding import shard_model
+
+    return shard_model(model, mesh, shard_axis)
+
+
+def export_pretrained(native_dir: str | os.PathLike, out_dir: str | os.PathLike, *, layout: str | None = None,
                       overwrite: bool = False) -> Path:
-    """Write a native folder back as a torch checkpoint that `transformers` loads (`ResNetBackbone.from_pretrained`).
+    """Write a native folder back as a torch checkpoint in its family's layout (`layout`, if given, must name it).
+
+    "transformers" (ResNet, Swin): a folder `transformers` loads (`ResNetBackbone.from_pretrained`). "timm"
+    (TimmBackbone): a timm hub folder, `config.json` in timm's format and the full timm state dict in
+    `model.safetensors`, which `timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...))`
+    and `timm.create_model("local-dir:<folder>", pretrained=True)` load; the classifier (and Swin's final norm),
+    which a backbone does not have, are written as placeholders (see convert/timm_resnet.py, timm_swin.py).
 
     Parameters keep their dtype; BatchNorm statistics included. The torch -> Flax -> torch round trip is
     bit-exact. `preprocessor_config.json` is copied when present. Written atomically.
@@ -173,12 +220,15 @@ def export_pretrained(native_dir: str | os.PathLike, out_dir: str | os.PathLike,
                          f"{checkpoint.NATIVE_KEY!r} entry); convert it first with `jaxbackbones convert`")
     config = _config_from_dict(config_dict, str(native_dir / hub.CONFIG_NAME))
     family = FAMILIES[config.model_type]
-    if layout != "transformers":
-        raise ValueError(f"{config.model_type} checkpoints export to the 'transformers' layout, not {layout!r}")
+    if layout not in (None, family.layout):
+        raise ValueError(f"{config.model_type} checkpoints export to the {family.layout!r} layout, not {layout!r}")
     state = checkpoint.read_safetensors(native_dir / checkpoint.NATIVE_WEIGHTS_NAME)
-    torch_state = export_state_dict(state, family.table, config)
-    torch_config = {key: value for key, value in config_dict.items() if key != checkpoint.NATIVE_KEY}
-    torch_config["architectures"] = [family.transformers_backbone]
+    torch_state = export_state_dict(state, family.table_for(config), config)
+    if family.layout == "timm":
+        torch_config = config.to_timm_dict()
+    else:
+        torch_config = {key: value for key, value in config_dict.items() if key != checkpoint.NATIVE_KEY}
+        torch_config["architectures"] = [family.transformers_backbone]
     processor = native_dir / "preprocessor_config.json"
     with checkpoint.atomic_directory(out_dir, overwrite=overwrite) as staging:
         (staging / hub.CONFIG_NAME).write_text(json.dumps(torch_config, indent=2, sort_keys=True) + "\n")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -72,6 +73,27 @@ def max_pool(x: jax.Array, kernel_size: int, stride: int, padding: int) -> jax.A
     return jax.lax.reduce_window(
         x, -jnp.inf, jax.lax.max, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1), pad
     )
+
+
+def avg_pool_ceil(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
+    """NHWC average pool as torch's `AvgPool2d(kernel_size, stride, ceil_mode=True, count_include_pad=False)`.
+
+    With `ceil_mode` a last, partial window is kept on the bottom/right when it starts inside the input; every
+    window averages only the elements it covers (the counts are numpy constants). Sums accumulate in float32.
+    """
+    def geometry(size: int) -> tuple[int, np.ndarray]:
+        out = -(-(size - kernel_size) // stride) + 1
+        if (out - 1) * stride >= size:
+            out -= 1
+        starts = np.arange(out) * stride
+        return (out - 1) * stride + kernel_size - size, np.minimum(starts + kernel_size, size) - starts
+
+    (pad_h, count_h), (pad_w, count_w) = geometry(x.shape[1]), geometry(x.shape[2])
+    pad = ((0, 0), (0, max(pad_h, 0)), (0, max(pad_w, 0)), (0, 0))
+    sums = jax.lax.reduce_window(x.astype(jnp.float32), 0.0, jax.lax.add, (1, kernel_size, kernel_size, 1),
+                                 (1, stride, stride, 1), pad)
+    counts = (count_h[:, None] * count_w[None, :]).astype(np.float32)[None, :, :, None]
+    return (sums / counts).astype(x.dtype)
 
 
 class BatchNorm(nnx.Module):
@@ -149,3 +171,14 @@ class DropPath(nnx.Module):
         keep_prob = 1.0 - self.rate
         mask = jax.random.bernoulli(rngs[self.rng_collection](), keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))
+
+
+def checkpointed(enabled: bool, fn: Callable, *args):
+    """`fn(*args)`, under `nnx.remat` when `enabled`: activations inside `fn` are recomputed in the backward pass.
+
+    `args` are what `fn` reads or updates (arrays, modules, `nnx.Rngs`, None); anything static (flags) belongs in
+    `fn`'s closure. Outputs, gradients and state updates (BatchNorm statistics, rng counters) are the same either way.
+    """
+    if not enabled:
+        return fn(*args)
+    return nnx.remat(fn)(*args)

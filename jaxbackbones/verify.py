@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import numpy as np
@@ -13,36 +14,45 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     """Print max abs / relative difference per stage on a random input; 0 if every stage is within `rtol`.
 
     Parameters stored in bfloat16 are compared against the reference with its parameters rounded the same way,
-    so the float32 bound still applies.
+    so the float32 bound still applies. The reference is transformers' backbone class, or, for a timm checkpoint,
+    `timm.create_model(arch, features_only=True, out_indices=<all>, pretrained_cfg_overlay=dict(file=<weights>))`.
     """
-    try:
-        import torch
-        import transformers
-    except ImportError:
-        print("--verify runs the torch reference: pip install torch transformers", file=sys.stderr)
-        return 2
     import jax
     import jax.numpy as jnp
 
     from . import AutoBackbone, AutoConfig, checkpoint, hub
 
-    jax.config.update("jax_default_matmul_precision", "highest")
-    stages = list(range(len(AutoConfig.from_pretrained(converted_dir).stage_names)))
-    ours = AutoBackbone.from_pretrained(converted_dir, out_indices=stages)
-    # transformers' AutoBackbone asks the hub whether the repo exists, which fails offline: name the class instead.
-    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+    config = AutoConfig.from_pretrained(converted_dir)
+    timm_source = config.model_type == "timm_backbone"
+    library = "timm" if timm_source else "transformers"
+    try:
+        import torch
 
-    backbone_class = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[ours.config.model_type])
-    reference = backbone_class.from_pretrained(source, revision=revision, out_indices=stages).eval()
+        importlib.import_module(library)
+    except ImportError:
+        print(f"--verify runs the torch reference: pip install torch {library}", file=sys.stderr)
+        return 2
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    stages = list(range(len(config.stage_names)))
+    ours = AutoBackbone.from_pretrained(converted_dir, out_indices=stages)
+    reference = (_timm_reference if timm_source else _transformers_reference)(ours, source, revision, stages)
     if "bfloat16" in hub.load_config_dict(converted_dir)[checkpoint.NATIVE_KEY]["param_dtype"]:
         with torch.no_grad():
             for parameter in reference.parameters():
                 parameter.copy_(parameter.to(torch.bfloat16).float())
 
     channels = ours.config.num_channels
-    pixels = np.random.default_rng(0).standard_normal((2, channels, 224, 224)).astype(np.float32)
+    height, width = getattr(ours.config, "input_size", (224, 224))
+    pixels = np.random.default_rng(0).standard_normal((2, channels, height, width)).astype(np.float32)
     with torch.no_grad():
-        expected = [m.float().numpy() for m in reference(torch.from_numpy(pixels)).feature_maps]
+        expected = reference(torch.from_numpy(pixels))
+    if timm_source:  # timm returns a list of maps, NHWC for its Swin
+        nhwc = getattr(reference, "output_fmt", "NCHW") == "NHWC"
+        expected = [m.permute(0, 3, 1, 2) if nhwc else m for m in expected]
+    else:
+        expected = expected.feature_maps
+    expected = [m.float().numpy() for m in expected]
     actual = [np.asarray(m, dtype=np.float32).transpose(0, 3, 1, 2)
               for m in ours(jnp.asarray(pixels.transpose(0, 2, 3, 1))).feature_maps]
 
@@ -56,3 +66,25 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     verdict = "OK" if worst <= rtol else "FAILED"
     print(f"{verdict}: worst relative difference {worst:.3e} (bound {rtol:g})")
     return 0 if worst <= rtol else 1
+
+
+def _transformers_reference(ours, source, revision, stages):
+    import transformers
+
+    # transformers' AutoBackbone asks the hub whether the repo exists, which fails offline: name the class instead.
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+    backbone_class = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[ours.config.model_type])
+    return backbone_class.from_pretrained(source, revision=revision, out_indices=stages).eval()
+
+
+def _timm_reference(ours, source, revision, stages):
+    import timm
+
+    from . import hub
+
+    (weights,) = hub.resolve_weight_files(source, revision=revision)  # timm checkpoints are one file
+    config = ours.config
+    return timm.create_model(config.backbone, pretrained=True, features_only=True, out_indices=tuple(stages),
+                             pretrained_cfg_overlay=dict(file=str(weights)),
+                             **{**config.model_args, "in_chans": config.num_channels}).eval()

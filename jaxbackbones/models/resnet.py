@@ -9,8 +9,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
-from ..configuration import PretrainedConfig
-from ..layers import BatchNorm, conv2d, get_activation, max_pool
+from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
+from ..layers import BatchNorm, avg_pool_ceil, checkpointed, conv2d, get_activation, max_pool
+from ..training import configure as configure_training
 from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
 
 
@@ -33,6 +34,8 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
         "downsample_in_bottleneck": False,
     }
     derived_keys = ("model_type", "stage_names")
+    # jaxbackbones' fine-tuning switches (see jaxbackbones.training); in config.json only when set.
+    training_defaults: ClassVar[dict] = {**TRAINING_DEFAULTS, "freeze_batch_norm": False}
 
     def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -47,6 +50,7 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
         get_activation(self.hidden_act)
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        verify_training_fields(self)
 
     def to_dict(self) -> dict:
         output = super().to_dict()
@@ -56,27 +60,58 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
 
 
 class ResNetStem(nnx.Module):
-    """7x7/2 convolution, BatchNorm, activation, 3x3/2 max-pool."""
+    """7x7/2 convolution, BatchNorm, activation, 3x3/2 max-pool.
 
-    def __init__(self, config: ResNetConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        self.conv = conv2d(config.num_channels, config.embedding_size, 7, stride=2, dtype=dtype,
-                           param_dtype=param_dtype, rngs=rngs)
+    `deep_widths=(w0, w1)` makes it a deep stem (timm's `stem_type="deep"` of the c/d/s/t variants): 3x3/2 to w0,
+    BatchNorm, activation, 3x3 to w1, BatchNorm, activation, then the 3x3 `conv` to `embedding_size` replaces the
+    7x7. `embed` is everything before the max-pool (timm's `act1` feature), `pool` the max-pool.
+    """
+
+    def __init__(self, config: ResNetConfig, *, deep_widths: tuple[int, int] | None = None, dtype, param_dtype,
+                 rngs: nnx.Rngs):
+        options = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if deep_widths is None:
+            self.deep_convs = self.deep_bns = None
+            self.conv = conv2d(config.num_channels, config.embedding_size, 7, stride=2, **options)
+        else:
+            w0, w1 = deep_widths
+            self.deep_convs = nnx.List([conv2d(config.num_channels, w0, 3, stride=2, **options),
+                                        conv2d(w0, w1, 3, **options)])
+            self.deep_bns = nnx.List([BatchNorm(w, dtype=dtype, param_dtype=param_dtype) for w in (w0, w1)])
+            self.conv = conv2d(w1, config.embedding_size, 3, **options)
         self.bn = BatchNorm(config.embedding_size, dtype=dtype, param_dtype=param_dtype)
         self.act = get_activation(config.hidden_act)
 
+    def embed(self, x: jax.Array) -> jax.Array:
+        if self.deep_convs is not None:
+            for conv, bn in zip(self.deep_convs, self.deep_bns):
+                x = self.act(bn(conv(x)))
+        return self.act(self.bn(self.conv(x)))
+
+    def pool(self, x: jax.Array) -> jax.Array:
+        return max_pool(x, kernel_size=3, stride=2, padding=1)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        return max_pool(self.act(self.bn(self.conv(x))), kernel_size=3, stride=2, padding=1)
+        return self.pool(self.embed(x))
 
 
 class ResNetShortcut(nnx.Module):
-    """1x1 projection with BatchNorm, strided where the block downsamples."""
+    """1x1 projection with BatchNorm, strided where the block downsamples.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, dtype, param_dtype, rngs: nnx.Rngs):
-        self.conv = conv2d(in_channels, out_channels, 1, stride=stride, dtype=dtype, param_dtype=param_dtype,
-                           rngs=rngs)
+    With `avg_down` (timm's d/t variants) a strided shortcut first average-pools (stride x stride, ceil mode,
+    padding not counted) and then projects with stride 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, avg_down: bool = False, dtype,
+                 param_dtype, rngs: nnx.Rngs):
+        self.pool_stride = stride if avg_down and stride != 1 else 1
+        self.conv = conv2d(in_channels, out_channels, 1, stride=stride if self.pool_stride == 1 else 1, dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_channels, dtype=dtype, param_dtype=param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.pool_stride != 1:
+            x = avg_pool_ceil(x, self.pool_stride, self.pool_stride)
         return self.bn(self.conv(x))
 
 
@@ -90,24 +125,30 @@ class ResNetBlock(nnx.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck: bool, stride: int, activation: str,
-                 stride_in_first_conv: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
+                 stride_in_first_conv: bool = False, mid_channels: int | None = None, groups: int = 1,
+                 avg_down: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
+        # mid_channels and groups: the bottleneck's inner width and the 3x3's groups (ResNeXt, wide ResNets).
         if bottleneck:
-            mid_channels = out_channels // 4
+            mid_channels = out_channels // 4 if mid_channels is None else mid_channels
             kernel_sizes = (1, 3, 1)
             widths = (mid_channels, mid_channels, out_channels)
             strides = (stride, 1, 1) if stride_in_first_conv else (1, stride, 1)
+            conv_groups = (1, groups, 1)
         else:
-            kernel_sizes, widths, strides = (3, 3), (out_channels, out_channels), (stride, 1)
+            if groups != 1 or mid_channels not in (None, out_channels):
+                raise ValueError(f"a basic block has no grouped or widened convolution, got groups={groups}, "
+                                 f"mid_channels={mid_channels} for {out_channels} channels")
+            kernel_sizes, widths, strides, conv_groups = (3, 3), (out_channels, out_channels), (stride, 1), (1, 1)
         channels = (in_channels, *widths)
         self.convs = nnx.List([
-            conv2d(channels[i], channels[i + 1], kernel_sizes[i], stride=strides[i], dtype=dtype,
-                   param_dtype=param_dtype, rngs=rngs)
+            conv2d(channels[i], channels[i + 1], kernel_sizes[i], stride=strides[i], groups=conv_groups[i],
+                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for i in range(len(widths))
         ])
         self.bns = nnx.List([BatchNorm(width, dtype=dtype, param_dtype=param_dtype) for width in widths])
         if in_channels != out_channels or stride != 1:
-            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, dtype=dtype, param_dtype=param_dtype,
-                                           rngs=rngs)
+            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, avg_down=avg_down, dtype=dtype,
+                                           param_dtype=param_dtype, rngs=rngs)
         else:
             self.shortcut = None
         self.act = get_activation(activation)
@@ -123,8 +164,11 @@ class ResNetBlock(nnx.Module):
 
 
 class ResNetStage(nnx.Module):
+    """`depth` blocks; the first changes stride and channels. `block_options` (`mid_channels`, `groups`,
+    `avg_down`) go to every block (see ResNetBlock)."""
+
     def __init__(self, config: ResNetConfig, in_channels: int, out_channels: int, depth: int, stride: int, *,
-                 dtype, param_dtype, rngs: nnx.Rngs):
+                 dtype, param_dtype, rngs: nnx.Rngs, **block_options):
         bottleneck = config.layer_type == "bottleneck"
         self.blocks = nnx.List([
             ResNetBlock(
@@ -137,13 +181,15 @@ class ResNetStage(nnx.Module):
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
+                **block_options,
             )
             for i in range(depth)
         ])
+        self.gradient_checkpointing = False  # set from the config by jaxbackbones.training.configure
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for block in self.blocks:
-            x = block(x)
+            x = checkpointed(self.gradient_checkpointing, lambda block, x: block(x), block, x)
         return x
 
 
@@ -178,6 +224,11 @@ class ResNetBackbone(BackboneModuleMixin, nnx.Module):
             for i in range(len(config.depths))
         ])
         self.dtype = dtype
+        configure_training(self)
+
+    def stage_paths(self) -> dict[str, list[tuple]]:
+        """State-path prefixes of what each stage owns (what `freeze_stages` freezes)."""
+        return {"stem": [("stem",)], **{f"stage{i + 1}": [("stages", i)] for i in range(len(self.stages))}}
 
     def __call__(self, pixel_values: jax.Array, output_hidden_states: bool = False) -> BackboneOutput:
         pixel_values = validate_pixel_values(pixel_values, self.config.num_channels, self.data_format)

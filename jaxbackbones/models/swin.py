@@ -34,8 +34,9 @@ import numpy as np
 from flax import nnx
 
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
-from ..configuration import PretrainedConfig
-from ..layers import DropPath, get_activation, layer_norm
+from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
+from ..layers import DropPath, checkpointed, get_activation, layer_norm
+from ..training import configure as configure_training
 from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
 
 # transformers' SwinAttention adds this to the logits of token pairs that a shifted window wrapped together.
@@ -79,6 +80,8 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         "encoder_stride": 32,
     }
     derived_keys = ("model_type", "stage_names", "hidden_size", "num_layers")
+    # jaxbackbones' fine-tuning switches (see jaxbackbones.training); in config.json only when set.
+    training_defaults: ClassVar[dict] = dict(TRAINING_DEFAULTS)
 
     def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -108,6 +111,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         self.hidden_size = int(self.embed_dim * 2 ** (len(self.depths) - 1))
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        verify_training_fields(self)
 
     def to_dict(self) -> dict:
         output = super().to_dict()
@@ -266,18 +270,21 @@ class SwinBlock(nnx.Module):
     `shift_size` (0: no shift), attended per window, shifted back and cropped. `window_size` and `shift_size` are
     used as given at every resolution (transformers' `always_partition=True`). Stochastic depth applies to the
     attention branch and, with `mlp_drop_path` (timm, the paper), to the MLP branch too; transformers applies it to
-    the attention branch only.
+    the attention branch only. With `shift_before_pad` (timm) the map is shifted first and padded after, and
+    cropped before being shifted back.
     """
 
     def __init__(self, dim: int, num_heads: int, *, window_size: int, shift_size: int = 0, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, hidden_act: str = "gelu", layer_norm_eps: float = 1e-5,
                  hidden_dropout: float = 0.0, attention_dropout: float = 0.0, drop_path: float = 0.0,
-                 mlp_drop_path: bool = False, init_std: float = 0.02, dtype, param_dtype, rngs: nnx.Rngs):
+                 mlp_drop_path: bool = False, shift_before_pad: bool = False, init_std: float = 0.02, dtype,
+                 param_dtype, rngs: nnx.Rngs):
         if not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}")
         self.window_size = window_size
         self.shift_size = shift_size
         self.mlp_drop_path = mlp_drop_path
+        self.shift_before_pad = shift_before_pad
         self.norm1 = layer_norm(dim, eps=layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias,
                                     attention_dropout=attention_dropout, proj_dropout=hidden_dropout,
@@ -293,20 +300,25 @@ class SwinBlock(nnx.Module):
         window, shift = self.window_size, self.shift_size
         shortcut = x
         x = self.norm1(x)
+        shift_first = bool(shift) and self.shift_before_pad
+        if shift_first:
+            x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
         pad_h, pad_w = (-height) % window, (-width) % window
         if pad_h or pad_w:
             x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
         padded_h, padded_w = height + pad_h, width + pad_w
-        if shift:
+        if shift and not shift_first:
             x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
         region_ids = shifted_window_regions(padded_h, padded_w, window, shift) if shift else None
         x, attention = self.attn(window_partition(x, window), region_ids, rngs=rngs,
                                  output_attentions=output_attentions)
         x = window_reverse(x, window, padded_h, padded_w)
-        if shift:
+        if shift and not shift_first:
             x = jnp.roll(x, (shift, shift), axis=(1, 2))
         if pad_h or pad_w:
             x = x[:, :height, :width]
+        if shift_first:
+            x = jnp.roll(x, (shift, shift), axis=(1, 2))
         x = shortcut + self.drop_path(x, rngs=rngs)
         y = self.mlp(self.norm2(x), rngs=rngs)
         if self.mlp_drop_path:
@@ -334,7 +346,8 @@ class SwinPatchMerging(nnx.Module):
 
 
 class SwinStage(nnx.Module):
-    """`depth` blocks, odd ones shifted by half a window, then patch merging unless `downsample` is False.
+    """`depth` blocks, odd ones shifted by `shift_size` (default half a window; 0: none), then patch merging unless
+    `downsample` is False. `mlp_drop_path` and `shift_before_pad` go to every block (see SwinBlock).
 
     Returns (output, output before merging, attention probabilities of the last block or None).
     """
@@ -342,22 +355,29 @@ class SwinStage(nnx.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, *, window_size: int, drop_path: Sequence[float],
                  downsample: bool, mlp_ratio: float = 4.0, qkv_bias: bool = True, hidden_act: str = "gelu",
                  layer_norm_eps: float = 1e-5, hidden_dropout: float = 0.0, attention_dropout: float = 0.0,
-                 merge_eps: float = 1e-5, init_std: float = 0.02, dtype, param_dtype, rngs: nnx.Rngs):
+                 merge_eps: float = 1e-5, init_std: float = 0.02, shift_size: int | None = None,
+                 mlp_drop_path: bool = False, shift_before_pad: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
+        shift_size = window_size // 2 if shift_size is None else shift_size
         self.blocks = nnx.List([
-            SwinBlock(dim, num_heads, window_size=window_size, shift_size=0 if i % 2 == 0 else window_size // 2,
+            SwinBlock(dim, num_heads, window_size=window_size, shift_size=0 if i % 2 == 0 else shift_size,
                       mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, hidden_act=hidden_act, layer_norm_eps=layer_norm_eps,
                       hidden_dropout=hidden_dropout, attention_dropout=attention_dropout, drop_path=drop_path[i],
-                      init_std=init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                      mlp_drop_path=mlp_drop_path, shift_before_pad=shift_before_pad, init_std=init_std,
+                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for i in range(depth)
         ])
         self.downsample = (SwinPatchMerging(dim, eps=merge_eps, init_std=init_std, dtype=dtype,
                                             param_dtype=param_dtype, rngs=rngs) if downsample else None)
+        self.gradient_checkpointing = False  # set from the config by jaxbackbones.training.configure
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None,
                  output_attentions: bool = False) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        def run(block, x, rngs):
+            return block(x, rngs=rngs, output_attentions=output_attentions)
+
         attention = None
         for block in self.blocks:
-            x, attention = block(x, rngs=rngs, output_attentions=output_attentions)
+            x, attention = checkpointed(self.gradient_checkpointing, run, block, x, rngs)
         before = x
         if self.downsample is not None:
             x = self.downsample(x)
@@ -426,6 +446,19 @@ class SwinBackbone(BackboneModuleMixin, nnx.Module):
             name: layer_norm(channels, eps=1e-5, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for name, channels in zip(config.stage_names, self.num_features)
         })
+        configure_training(self)
+
+    def stage_paths(self) -> dict[str, list[tuple]]:
+        """State-path prefixes of what each stage owns (what `freeze_stages` freezes): the stem is the patch
+        embedding (and absolute position embedding); stage k its blocks and the patch merging in front of them
+        (the one at the end of stage k-1); each with its output norm."""
+        paths = {"stem": [("patch_embed",), ("absolute_pos_embed",), ("pos_drop",), ("hidden_states_norms", "stem")]}
+        for i in range(len(self.stages)):
+            name = f"stage{i + 1}"
+            paths[name] = [("stages", i, "blocks"), ("hidden_states_norms", name)]
+            if i > 0:
+                paths[name].append(("stages", i - 1, "downsample"))
+        return paths
 
     def _stochastic(self) -> bool:
         return any(
