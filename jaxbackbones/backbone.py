@@ -174,6 +174,25 @@ class BackboneModuleMixin:
         """Channels of each selected feature map, in `out_features` order."""
         return [self.out_feature_channels[name] for name in self.out_features]
 
+    def train(self, **attributes):
+        """Train mode (dropout, drop path, BatchNorm batch statistics), except where the config freezes: frozen
+        BatchNorms and frozen stages stay as in eval mode (see `jaxbackbones.training`)."""
+        from .training import configure
+
+        super().train(**attributes)
+        configure(self)
+
+    def gradient_checkpointing_enable(self):
+        """Recompute every block's activations in the backward pass (`nnx.remat`), as transformers' method does."""
+        from .training import reconfigure
+
+        reconfigure(self, gradient_checkpointing=True)
+
+    def gradient_checkpointing_disable(self):
+        from .training import reconfigure
+
+        reconfigure(self, gradient_checkpointing=False)
+
     def save_pretrained(self, save_directory, *, overwrite: bool = True):
         """Write the native format (config.json + model.nnx.safetensors, statistics included), atomically.
 

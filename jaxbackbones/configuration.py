@@ -20,11 +20,14 @@ class PretrainedConfig:
 
     model_type: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    # Fine-tuning switches of jaxbackbones (not transformers fields): set like `defaults`, but written to
+    # `config.json` only when they differ from their default, so a hub config round-trips unchanged.
+    training_defaults: ClassVar[dict[str, Any]] = {}
     # Keys recomputed from the fields, so a stale value in a file is ignored rather than trusted.
     derived_keys: ClassVar[tuple[str, ...]] = ("model_type",)
 
     def __init__(self, **kwargs):
-        for name, default in self.defaults.items():
+        for name, default in {**self.defaults, **self.training_defaults}.items():
             setattr(self, name, copy.deepcopy(kwargs.pop(name, default)))
         for key in self.derived_keys:
             kwargs.pop(key, None)
@@ -41,6 +44,8 @@ class PretrainedConfig:
         """The `config.json` content: kept keys, then every field, then `model_type`."""
         output = copy.deepcopy(self.extra)
         output.update({name: copy.deepcopy(getattr(self, name)) for name in self.defaults})
+        output.update({name: copy.deepcopy(getattr(self, name)) for name, default in self.training_defaults.items()
+                       if getattr(self, name) != default})
         output["model_type"] = self.model_type
         return output
 
@@ -82,3 +87,20 @@ class PretrainedConfig:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+# The training switches every backbone family understands (see `jaxbackbones.training`).
+TRAINING_DEFAULTS: dict[str, Any] = {"freeze_stages": 0, "gradient_checkpointing": False}
+
+
+def verify_training_fields(config) -> None:
+    """`ValueError` unless `freeze_stages` is an int in [0, len(stage_names)] and the flags are bools."""
+    stages = getattr(config, "freeze_stages", 0)
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(config.stage_names):
+        raise ValueError(
+            f"freeze_stages must be an int in [0, {len(config.stage_names)}] (the number of leading entries of "
+            f"stage_names {config.stage_names} to freeze), got {stages!r}"
+        )
+    for name in ("gradient_checkpointing", "freeze_batch_norm"):
+        if not isinstance(getattr(config, name, False), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}")

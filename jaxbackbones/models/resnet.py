@@ -206,7 +206,8 @@ class ResNetBackbone(BackboneModuleMixin, nnx.Module):
     Calling `model(pixel_values)` with pixel_values of shape (batch, height, width, num_channels) (any height
     and width) returns a `BackboneOutput` whose `feature_maps` are the selected stages' outputs, in order.
     The stem map has stride 4, stage k stride 4 * 2**(k-1) (one more factor 2 with
-    `downsample_in_first_stage`).
+    `downsample_in_first_stage`). The config's `freeze_batch_norm`, `freeze_stages` and `gradient_checkpointing`
+    apply as `jaxbackbones.training` describes.
     """
 
     def __init__(self, config: ResNetConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,

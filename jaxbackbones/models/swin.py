@@ -402,7 +402,8 @@ class SwinBackbone(BackboneModuleMixin, nnx.Module):
     Dropout (`hidden_dropout_prob`, `attention_probs_dropout_prob`) and stochastic depth (`drop_path_rate`, spaced
     linearly over all blocks) act only in train mode (`.train()`, the state of a fresh module); they then draw keys
     from the `rngs` given to the call (`model(x, rngs=nnx.Rngs(dropout=seed))`). `.eval()` makes the model
-    deterministic, as `AutoBackbone.from_pretrained` returns it.
+    deterministic, as `AutoBackbone.from_pretrained` returns it. The config's `freeze_stages` and
+    `gradient_checkpointing` apply as `jaxbackbones.training` describes.
     """
 
     def __init__(self, config: SwinConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
