@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..models.swin import relative_position_index
-from .rules import CONV_KERNEL, LINEAR_KERNEL, CheckpointMismatchError, Rule, Table
+from .rules import CONV_KERNEL, CheckpointMismatchError, Rule, Table, linear_rules, norm_rules
 
 _BLOCK = "encoder.layers.{stage}.blocks.{block}"
 _TARGET = "stages.{stage}.blocks.{block}"
@@ -38,37 +38,28 @@ _QKV = re.compile(r"(.*\.attention\.)(?:self\.(query|key|value)|([qkv])_proj)\.(
 _ROLE = {"query": "q", "key": "k", "value": "v", "q": "q", "k": "k", "v": "v"}
 
 
-def _norm(torch_prefix: str, target: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{target}.scale"), Rule(f"{torch_prefix}.bias", f"{target}.bias")]
-
-
-def _linear(torch_prefix: str, target: str, bias: bool = True) -> list[Rule]:
-    rules = [Rule(f"{torch_prefix}.weight", f"{target}.kernel", LINEAR_KERNEL)]
-    return rules + ([Rule(f"{torch_prefix}.bias", f"{target}.bias")] if bias else [])
-
-
 # Where transformers 4 and 5 name a module differently, the 4.x name (what save_pretrained writes) comes first,
 # so that export writes it.
 _RULES = (
     Rule("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.kernel", CONV_KERNEL),
     Rule("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
-    *_norm("embeddings.norm", "patch_embed.norm"),
+    *norm_rules("embeddings.norm", "patch_embed.norm"),
     Rule("embeddings.position_embeddings", "absolute_pos_embed"),
-    *_linear(f"{_BLOCK}.attention.qkv", f"{_TARGET}.attn.qkv"),  # fused by `prepare`
-    *_linear(f"{_BLOCK}.attention.output.dense", f"{_TARGET}.attn.proj"),
-    *_linear(f"{_BLOCK}.attention.o_proj", f"{_TARGET}.attn.proj"),
+    *linear_rules(f"{_BLOCK}.attention.qkv", f"{_TARGET}.attn.qkv"),  # fused by `prepare`
+    *linear_rules(f"{_BLOCK}.attention.output.dense", f"{_TARGET}.attn.proj"),
+    *linear_rules(f"{_BLOCK}.attention.o_proj", f"{_TARGET}.attn.proj"),
     Rule(f"{_BLOCK}.attention.self.relative_position_bias_table", f"{_TARGET}.attn.relative_position_bias_table"),
     Rule(f"{_BLOCK}.attention.relative_position_bias.relative_position_bias_table",
          f"{_TARGET}.attn.relative_position_bias_table"),
-    *_norm(f"{_BLOCK}.layernorm_before", f"{_TARGET}.norm1"),
-    *_norm(f"{_BLOCK}.layernorm_after", f"{_TARGET}.norm2"),
-    *_linear(f"{_BLOCK}.intermediate.dense", f"{_TARGET}.mlp.fc1"),
-    *_linear(f"{_BLOCK}.mlp.fc1", f"{_TARGET}.mlp.fc1"),
-    *_linear(f"{_BLOCK}.output.dense", f"{_TARGET}.mlp.fc2"),
-    *_linear(f"{_BLOCK}.mlp.fc2", f"{_TARGET}.mlp.fc2"),
-    *_linear("encoder.layers.{stage}.downsample.reduction", "stages.{stage}.downsample.reduction", bias=False),
-    *_norm("encoder.layers.{stage}.downsample.norm", "stages.{stage}.downsample.norm"),
-    *_norm("hidden_states_norms.{stage}", "hidden_states_norms.{stage}"),
+    *norm_rules(f"{_BLOCK}.layernorm_before", f"{_TARGET}.norm1"),
+    *norm_rules(f"{_BLOCK}.layernorm_after", f"{_TARGET}.norm2"),
+    *linear_rules(f"{_BLOCK}.intermediate.dense", f"{_TARGET}.mlp.fc1"),
+    *linear_rules(f"{_BLOCK}.mlp.fc1", f"{_TARGET}.mlp.fc1"),
+    *linear_rules(f"{_BLOCK}.output.dense", f"{_TARGET}.mlp.fc2"),
+    *linear_rules(f"{_BLOCK}.mlp.fc2", f"{_TARGET}.mlp.fc2"),
+    *linear_rules("encoder.layers.{stage}.downsample.reduction", "stages.{stage}.downsample.reduction", bias=False),
+    *norm_rules("encoder.layers.{stage}.downsample.norm", "stages.{stage}.downsample.norm"),
+    *norm_rules("hidden_states_norms.{stage}", "hidden_states_norms.{stage}"),
 )
 
 

@@ -75,6 +75,17 @@ class Rule:
         return _fill(self.torch, match.groupdict()) if match else None
 
 
+def norm_rules(torch_prefix: str, target: str) -> list[Rule]:
+    """A torch LayerNorm (`weight`, `bias`) <-> an NNX LayerNorm (`scale`, `bias`)."""
+    return [Rule(f"{torch_prefix}.weight", f"{target}.scale"), Rule(f"{torch_prefix}.bias", f"{target}.bias")]
+
+
+def linear_rules(torch_prefix: str, target: str, bias: bool = True) -> list[Rule]:
+    """A torch Linear <-> an NNX Linear (kernel transposed)."""
+    rules = [Rule(f"{torch_prefix}.weight", f"{target}.kernel", LINEAR_KERNEL)]
+    return rules + ([Rule(f"{torch_prefix}.bias", f"{target}.bias")] if bias else [])
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     """How one torch layout maps onto one module family.

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .hf_swin import check_relative_position_index
-from .rules import CONV_KERNEL, LINEAR_KERNEL, Rule, Table
+from .rules import CONV_KERNEL, Rule, Table, linear_rules, norm_rules
 
 MAX_STAGES = 8  # the downsample re-indexing is spelled out per stage; timm's Swins have 4 stages
 
@@ -33,29 +33,20 @@ _BLOCK = "layers.{stage}.blocks.{block}"
 _TARGET = "stages.{stage}.blocks.{block}"
 
 
-def _norm(torch_prefix: str, target: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{target}.scale"), Rule(f"{torch_prefix}.bias", f"{target}.bias")]
-
-
-def _linear(torch_prefix: str, target: str, bias: bool = True) -> list[Rule]:
-    rules = [Rule(f"{torch_prefix}.weight", f"{target}.kernel", LINEAR_KERNEL)]
-    return rules + ([Rule(f"{torch_prefix}.bias", f"{target}.bias")] if bias else [])
-
-
 _RULES = (
     Rule("patch_embed.proj.weight", "patch_embed.proj.kernel", CONV_KERNEL),
     Rule("patch_embed.proj.bias", "patch_embed.proj.bias"),
-    *_norm("patch_embed.norm", "patch_embed.norm"),
-    *_norm(f"{_BLOCK}.norm1", f"{_TARGET}.norm1"),
-    *_linear(f"{_BLOCK}.attn.qkv", f"{_TARGET}.attn.qkv"),
-    *_linear(f"{_BLOCK}.attn.proj", f"{_TARGET}.attn.proj"),
+    *norm_rules("patch_embed.norm", "patch_embed.norm"),
+    *norm_rules(f"{_BLOCK}.norm1", f"{_TARGET}.norm1"),
+    *linear_rules(f"{_BLOCK}.attn.qkv", f"{_TARGET}.attn.qkv"),
+    *linear_rules(f"{_BLOCK}.attn.proj", f"{_TARGET}.attn.proj"),
     Rule(f"{_BLOCK}.attn.relative_position_bias_table", f"{_TARGET}.attn.relative_position_bias_table"),
-    *_norm(f"{_BLOCK}.norm2", f"{_TARGET}.norm2"),
-    *_linear(f"{_BLOCK}.mlp.fc1", f"{_TARGET}.mlp.fc1"),
-    *_linear(f"{_BLOCK}.mlp.fc2", f"{_TARGET}.mlp.fc2"),
+    *norm_rules(f"{_BLOCK}.norm2", f"{_TARGET}.norm2"),
+    *linear_rules(f"{_BLOCK}.mlp.fc1", f"{_TARGET}.mlp.fc1"),
+    *linear_rules(f"{_BLOCK}.mlp.fc2", f"{_TARGET}.mlp.fc2"),
     *(rule for stage in range(1, MAX_STAGES + 1) for rule in (
-        *_norm(f"layers.{stage}.downsample.norm", f"stages.{stage - 1}.downsample.norm"),
-        *_linear(f"layers.{stage}.downsample.reduction", f"stages.{stage - 1}.downsample.reduction", bias=False),
+        *norm_rules(f"layers.{stage}.downsample.norm", f"stages.{stage - 1}.downsample.norm"),
+        *linear_rules(f"layers.{stage}.downsample.reduction", f"stages.{stage - 1}.downsample.reduction", bias=False),
     )),
 )
 

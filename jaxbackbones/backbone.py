@@ -102,6 +102,12 @@ class BackboneConfigMixin:
     def out_features(self, out_features: list[str]):
         self.set_output_features_output_indices(out_features=out_features, out_indices=None)
 
+    def to_dict(self) -> dict:
+        """The config's dict with `stage_names`, `out_features` and `out_indices`, as transformers writes them."""
+        output = super().to_dict()
+        output.update(stage_names=list(self.stage_names), out_features=self.out_features, out_indices=self.out_indices)
+        return output
+
     @property
     def out_indices(self) -> list[int]:
         return self._out_indices

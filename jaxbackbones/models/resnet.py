@@ -52,12 +52,6 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         verify_training_fields(self)
 
-    def to_dict(self) -> dict:
-        output = super().to_dict()
-        output.update(stage_names=list(self.stage_names), out_features=self.out_features,
-                      out_indices=self.out_indices)
-        return output
-
 
 class ResNetStem(nnx.Module):
     """7x7/2 convolution, BatchNorm, activation, 3x3/2 max-pool.

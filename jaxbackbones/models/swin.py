@@ -115,8 +115,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
 
     def to_dict(self) -> dict:
         output = super().to_dict()
-        output.update(stage_names=list(self.stage_names), out_features=self.out_features,
-                      out_indices=self.out_indices, hidden_size=self.hidden_size, num_layers=self.num_layers)
+        output.update(hidden_size=self.hidden_size, num_layers=self.num_layers)
         return output
 
 

@@ -406,8 +406,7 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
 
     def to_dict(self) -> dict:
         output = super().to_dict()
-        output.update(architecture=self.backbone, stage_names=list(self.stage_names), out_features=self.out_features,
-                      out_indices=self.out_indices)
+        output.update(architecture=self.backbone)
         return output
 
     def to_timm_dict(self) -> dict:
