@@ -1,7 +1,7 @@
 """Multi-device training: data parallel and FSDP-style sharding against one device, on 8 virtual CPU devices.
 
 The 8-device tests need `XLA_FLAGS=--xla_force_host_platform_device_count=8` before jax starts, so
-`test_on_8_virtual_devices` runs this file again in a subprocess with it; in the normal session they skip.
+`test_on_8_virtual_devices` runs this file again in a subprocess with it; in the normal session they are deselected.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from jaxbackbones.checkpoint import flat_state
 from jaxbackbones.layers import BatchNorm
 
 DEVICES = 8
-multidevice = pytest.mark.skipif(jax.device_count() < DEVICES,
-                                 reason="needs 8 devices; test_on_8_virtual_devices runs it in a subprocess")
+# Deselected (by conftest) in a session with fewer devices: test_on_8_virtual_devices runs them in a subprocess.
+multidevice = pytest.mark.multidevice
 RESNET = dict(embedding_size=8, hidden_sizes=[16, 24, 32], depths=[1, 2, 1], out_indices=[1, 2, 3])
 SWIN = dict(embed_dim=16, depths=[2], num_heads=[2], window_size=4, out_indices=[0, 1], drop_path_rate=0.0)
 # Reduction order differs across devices: fp32 rounding, amplified where a gradient cancels. Biases that start at 0
@@ -76,7 +76,7 @@ def test_one_device_mesh_and_argument_checks():
 
 def test_on_8_virtual_devices():
     if jax.device_count() >= DEVICES:
-        pytest.skip("already on 8 devices: the multidevice tests run directly")
+        return  # already on 8 devices: the multidevice tests run directly in this session
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}".strip()
     env.pop("PYTEST_XDIST_WORKER", None)
