@@ -48,6 +48,23 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 conv_kernel_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """`lax.conv_general_dilated` for NHWC x HWIO, with 1x1 unpadded convolutions done as matrix products.
+
+    XLA:CPU runs a 1x1 convolution 1.5-2.5x slower than the same matrix product (measured on ResNet-50's shapes);
+    on GPU both are one GEMM. A strided 1x1 convolution is the product on the strided subsample.
+    """
+    dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+    unpadded = not isinstance(padding, str) and all(tuple(pair) == (0, 0) for pair in padding)
+    if rhs.shape[:2] == (1, 1) and feature_group_count == 1 and unpadded and not dilated:
+        stride_h, stride_w = window_strides
+        return jax.lax.dot_general(lhs[:, ::stride_h, ::stride_w], rhs[0, 0], (((3,), (0,)), ((), ())),
+                                   precision=precision, preferred_element_type=kwargs.get("preferred_element_type"))
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, precision=precision, **kwargs)
+
+
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, padding: int | None = None,
            groups: int = 1, use_bias: bool = False, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
     """An NHWC convolution padded like torch: `kernel_size // 2` on every side unless `padding` is given."""
@@ -63,6 +80,7 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int
         kernel_init=conv_kernel_init,
         dtype=dtype,
         param_dtype=param_dtype,
+        conv_general_dilated=conv_general_dilated,
         rngs=rngs,
     )
 
