@@ -297,6 +297,18 @@ def _check_call_args(data_format: str, return_tensors: str, input_data_format: s
 # Option checking, shared by the constructors and the per-call overrides.
 
 
+def _preprocess(processor: Any, images: Any, overrides: dict, data_format: str, return_tensors: str,
+                input_data_format: str | None) -> BatchFeature:
+    """What every processor's `__call__` does: check the call, apply per-call overrides, run `_process` on each
+    image as an (H, W, C) array, batch."""
+    _check_call_args(data_format, return_tensors, input_data_format)
+    options = _with_overrides(processor, overrides)
+    convert_rgb = getattr(options, "do_convert_rgb", True)  # timm's transform has no switch: always RGB
+    pixels = [options._process(_to_array(image, convert_rgb=convert_rgb, input_data_format=input_data_format))
+              for image in _flatten_images(images)]
+    return _batch(pixels, data_format, return_tensors)
+
+
 def _option_names(cls: type) -> list[str]:
     return [field.name for field in dataclasses.fields(cls) if field.init]
 
@@ -443,13 +455,7 @@ class _TransformersImageProcessor:
             A `BatchFeature` with `pixel_values`, float32, (N, H, W, C) or (N, C, H, W); C is 3 when
             `do_convert_rgb` (the default).
         """
-        _check_call_args(data_format, return_tensors, input_data_format)
-        options = _with_overrides(self, overrides)
-        pixels = [
-            options._process(_to_array(image, convert_rgb=options.do_convert_rgb, input_data_format=input_data_format))
-            for image in _flatten_images(images)
-        ]
-        return _batch(pixels, data_format, return_tensors)
+        return _preprocess(self, images, overrides, data_format, return_tensors, input_data_format)
 
     def _process(self, array: np.ndarray) -> np.ndarray:
         """One (H, W, C) image through the enabled steps, in transformers' order."""
@@ -655,13 +661,7 @@ class TimmImageProcessor:
         Returns:
             A `BatchFeature` with `pixel_values`, float32, (N, H, W, 3) or (N, 3, H, W).
         """
-        _check_call_args(data_format, return_tensors, input_data_format)
-        options = _with_overrides(self, overrides)
-        pixels = [
-            options._process(_to_array(image, convert_rgb=True, input_data_format=input_data_format))
-            for image in _flatten_images(images)
-        ]
-        return _batch(pixels, data_format, return_tensors)
+        return _preprocess(self, images, overrides, data_format, return_tensors, input_data_format)
 
     def _process(self, array: np.ndarray) -> np.ndarray:
         """One (H, W, 3) image through the eval transform -> (height, width, 3) float32."""
