@@ -52,6 +52,7 @@ def _image_paths(inputs: list[Path]) -> list[Path]:
 
 
 def extract(args) -> int:
+    """`jaxbackbones extract`: preprocess images, run the backbone under jit, print (save, plot) the feature maps."""
     import numpy as np
     from flax import nnx
     from PIL import Image
@@ -94,6 +95,7 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
 
 
 def convert(args) -> int:
+    """`jaxbackbones convert`: a torch hub checkpoint -> a native folder, optionally verified against torch."""
     import jax.numpy as jnp
 
     from . import AutoBackbone, checkpoint, hub
@@ -118,6 +120,7 @@ def convert(args) -> int:
 
 
 def export(args) -> int:
+    """`jaxbackbones export`: a native folder -> a torch checkpoint folder (transformers or timm layout)."""
     from .auto import export_pretrained
 
     export_pretrained(args.flax_dir, args.out_dir, layout=args.layout, overwrite=args.force)
@@ -126,6 +129,7 @@ def export(args) -> int:
 
 
 def info(args) -> int:
+    """`jaxbackbones info`: stages, channels, reductions, parameter count and dtype, without loading weights."""
     import jax
     import numpy as np
     from flax import nnx
@@ -151,6 +155,7 @@ def info(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `jaxbackbones` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="jaxbackbones", description="Vision backbones in JAX from hub checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
 

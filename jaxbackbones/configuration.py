@@ -50,6 +50,7 @@ class PretrainedConfig:
         return output
 
     def to_json_string(self) -> str:
+        """`to_dict()` as `config.json` text: sorted keys, two-space indent."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:

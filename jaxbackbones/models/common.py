@@ -9,6 +9,7 @@ DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def validate_data_format(data_format: str) -> str:
+    """`data_format` if it is "channels_last" or "channels_first", else a `ValueError` naming it."""
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
     return data_format
@@ -30,8 +31,10 @@ def validate_pixel_values(pixel_values, num_channels: int, data_format: str) -> 
 
 
 def from_channels_first(x: jax.Array, data_format: str) -> jax.Array:
+    """NCHW -> NHWC when `data_format` is "channels_first"; NHWC passes through."""
     return jnp.transpose(x, (0, 2, 3, 1)) if data_format == "channels_first" else x
 
 
 def to_channels_first(x: jax.Array, data_format: str) -> jax.Array:
+    """NHWC -> NCHW when `data_format` is "channels_first"; otherwise unchanged."""
     return jnp.transpose(x, (0, 3, 1, 2)) if data_format == "channels_first" else x
