@@ -93,3 +93,8 @@ TABLE = Table(
     prepare=prepare,
     unprepare=unprepare,
 )
+
+
+def table_for(config) -> Table:
+    """The table of a TimmBackboneConfig's Swin (one for every Swin)."""
+    return TABLE

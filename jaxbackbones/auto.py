@@ -19,7 +19,7 @@ from .convert import hf_resnet, hf_swin, timm_resnet, timm_swin
 from .convert.rules import Table, export_state_dict
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
-from .models.timm import SwinSpec, TimmBackbone, TimmBackboneConfig
+from .models.timm import TimmBackbone, TimmBackboneConfig
 
 logger = logging.getLogger("jaxbackbones")
 
@@ -39,8 +39,15 @@ class Family:
         return self.table(config) if callable(self.table) else self.table
 
 
+# timm family -> its mapping table as a function of the config.
+TIMM_TABLES: dict[str, Callable[[TimmBackboneConfig], Table]] = {
+    "resnet": timm_resnet.table_for,
+    "swin": timm_swin.table_for,
+}
+
+
 def _timm_table(config: TimmBackboneConfig) -> Table:
-    return timm_swin.TABLE if isinstance(config.timm_spec, SwinSpec) else timm_resnet.table_for(config)
+    return TIMM_TABLES[config.timm_spec.family](config)
 
 
 FAMILIES: dict[str, Family] = {

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 import jax
+from flax import nnx
 
 
 class BackboneConfigMixin:
@@ -179,6 +180,21 @@ class BackboneModuleMixin:
     def channels(self) -> list[int]:
         """Channels of each selected feature map, in `out_features` order."""
         return [self.out_feature_channels[name] for name in self.out_features]
+
+    def check_rngs(self, rngs) -> None:
+        """`ValueError` when the call gives no `rngs` but the model would draw random numbers: train mode with an
+        active dropout or drop path (`.eval()` and frozen stages turn them off)."""
+        if rngs is not None:
+            return
+        from .layers import DropPath
+
+        active = sorted({f"{type(node).__name__}(rate={node.rate})" for _, node in nnx.iter_graph(self)
+                         if isinstance(node, (nnx.Dropout, DropPath)) and node.rate > 0 and not node.deterministic})
+        if active:
+            raise ValueError(
+                f"{type(self).__name__} is in train mode with active dropout or stochastic depth ({', '.join(active)}) "
+                "but no rngs were given; pass rngs=nnx.Rngs(dropout=seed), or call .eval() for deterministic inference"
+            )
 
     def train(self, **attributes):
         """Train mode (dropout, drop path, BatchNorm batch statistics), except where the config freezes: frozen

@@ -460,21 +460,9 @@ class SwinBackbone(BackboneModuleMixin, nnx.Module):
                 paths[name].append(("stages", i - 1, "downsample"))
         return paths
 
-    def _stochastic(self) -> bool:
-        return any(
-            isinstance(node, (nnx.Dropout, DropPath)) and node.rate > 0 and not node.deterministic
-            for _, node in nnx.iter_graph(self)
-        )
-
     def __call__(self, pixel_values: jax.Array, output_hidden_states: bool = False, output_attentions: bool = False,
                  *, rngs: nnx.Rngs | None = None) -> BackboneOutput:
-        if rngs is None and self._stochastic():
-            raise ValueError(
-                "SwinBackbone is in train mode with active dropout or stochastic depth (drop_path_rate="
-                f"{self.config.drop_path_rate}, hidden_dropout_prob={self.config.hidden_dropout_prob}, "
-                f"attention_probs_dropout_prob={self.config.attention_probs_dropout_prob}) but no rngs were given; "
-                "pass rngs=nnx.Rngs(dropout=seed), or call .eval() for deterministic inference"
-            )
+        self.check_rngs(rngs)
         pixel_values = validate_pixel_values(pixel_values, self.config.num_channels, self.data_format)
         x = self.patch_embed(from_channels_first(pixel_values, self.data_format).astype(self.dtype))
         if self.absolute_pos_embed is not None:
