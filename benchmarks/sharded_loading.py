@@ -30,11 +30,9 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from convert import resident_bytes
+from convert import timed_peak
 
 DEVICES = 8
 # name -> (transformers config class, model class to save, config arguments)
@@ -56,7 +54,6 @@ def measure(folder: str, load: str) -> dict:
     """Run in a fresh process with 8 devices: one load, its time, peak memory and what each device holds."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from jaxbackbones import AutoBackbone, sharding
     from jaxbackbones.checkpoint import flat_state
@@ -64,32 +61,21 @@ def measure(folder: str, load: str) -> dict:
     mesh = sharding.make_mesh((jax.device_count(),), ("fsdp",))
     jax.block_until_ready(jax.device_put(jnp.ones(DEVICES), jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec("fsdp"))))  # start the runtime on every device before the baseline
-    baseline = resident_bytes()
-    peak = [baseline]
-    done = threading.Event()
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], resident_bytes())
-            time.sleep(0.001)
+    def run():
+        if load == "one_device_then_shard":
+            model = sharding.shard_model(AutoBackbone.from_pretrained(folder, cache_conversion=False), mesh, "fsdp")
+        else:
+            model = AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="fsdp", cache_conversion=False)
+        return jax.block_until_ready(model)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    start = time.perf_counter()
-    if load == "one_device_then_shard":
-        model = sharding.shard_model(AutoBackbone.from_pretrained(folder, cache_conversion=False), mesh, "fsdp")
-    else:
-        model = AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="fsdp", cache_conversion=False)
-    jax.block_until_ready(jax.tree_util.tree_leaves(nnx.state(model)))
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
+    model, seconds, peak = timed_peak(run)
 
     held: dict[str, int] = {}
     for variable in flat_state(model).values():
         for shard in variable[...].addressable_shards:
             held[str(shard.device)] = held.get(str(shard.device), 0) + shard.data.nbytes
-    return {"seconds": seconds, "peak_rss_growth_bytes": max(peak[0], resident_bytes()) - baseline,
+    return {"seconds": seconds, "peak_rss_growth_bytes": peak,
             "device_bytes": held, "devices": jax.device_count(),
             "model_bytes": sum(variable[...].nbytes for variable in flat_state(model).values())}
 

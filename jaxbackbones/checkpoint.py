@@ -3,6 +3,11 @@
 safetensors files are parsed here with numpy alone (memory-mapped, every header entry checked against the
 file size), so the runtime needs no torch. `pytorch_model.bin` needs torch and is only ever read with
 `torch.load(weights_only=True)`.
+
+Loading streams: a checkpoint is read in parts (`iter_checkpoint`: file by file), each converted array is placed as
+soon as it is made (`load_parts`: on one device, or each device receiving its own slice of it), and its pages are
+released: the host holds what is in flight, not a converted copy of the checkpoint, and with a mesh no device holds
+more than its own shards.
 """
 
 from __future__ import annotations

@@ -238,6 +238,13 @@ def _shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[in
     return (new_long, shortest_edge) if width <= height else (shortest_edge, new_long)
 
 
+def _resized_size(array: np.ndarray, size: dict[str, int]) -> tuple[int, int]:
+    """The (height, width) an (H, W, C) image is resized to: `size`'s height and width, or its shortest edge."""
+    if "shortest_edge" in size:
+        return _shortest_edge_size(array.shape[0], array.shape[1], size["shortest_edge"])
+    return size["height"], size["width"]
+
+
 def _window(array: np.ndarray, top: int, left: int, height: int, width: int, fill: Any = 0) -> np.ndarray:
     """The (height, width) window of an (H, W, C) array whose corner is at (top, left); outside the image is `fill`."""
     out = np.empty((height, width, array.shape[-1]), dtype=array.dtype)
@@ -521,11 +528,7 @@ class ViTImageProcessor(_TransformersImageProcessor):
         return array
 
     def _resize(self, array: np.ndarray) -> np.ndarray:
-        if "shortest_edge" in self.size:
-            height, width = _shortest_edge_size(array.shape[0], array.shape[1], self.size["shortest_edge"])
-        else:
-            height, width = self.size["height"], self.size["width"]
-        return _pil_resize(array, height, width, self.resample)
+        return _pil_resize(array, *_resized_size(array, self.size), self.resample)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -659,11 +662,7 @@ class DINOv3ViTImageProcessor(_TransformersImageProcessor):
         return array
 
     def _resize(self, array: np.ndarray) -> np.ndarray:
-        if "shortest_edge" in self.size:
-            height, width = _shortest_edge_size(array.shape[0], array.shape[1], self.size["shortest_edge"])
-        else:
-            height, width = self.size["height"], self.size["width"]
-        return antialias.resize(array, height, width, self._modes[self.resample])
+        return antialias.resize(array, *_resized_size(array, self.size), self._modes[self.resample])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
