@@ -10,7 +10,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -188,9 +187,10 @@ class AutoBackbone:
         )
         if native:
             report.initialized = list(config_dict[checkpoint.NATIVE_KEY].get("newly_initialized", []))
-        elif cache is not None and jax.process_count() > 1:
-            logger.info("%s: not caching the conversion: in a multi-host run no process holds the whole model "
-                        "(convert it once with `jaxbackbones convert` to skip the conversion)", name_or_path)
+        elif cache is not None and not all(variable[...].is_fully_addressable
+                                           for variable in checkpoint.flat_state(model).values()):
+            logger.info("%s: not caching the conversion: the mesh spans several processes and none holds the whole "
+                        "model (convert it once with `jaxbackbones convert` to skip the conversion)", name_or_path)
         elif cache is not None:
             try:
                 checkpoint.save_native(model, cache, config_dict=config_dict, newly_initialized=report.initialized)

@@ -219,7 +219,7 @@ def iter_checkpoint(paths: Sequence[str | os.PathLike], table: Table) -> Iterato
         return
     group = table.prepare_groups or (lambda key: None)
     last_file = {}  # group -> index of the last file that holds one of its keys
-    for index, path in enumerate(paths if len(paths) > 1 else ()):
+    for index, path in enumerate(paths if len(paths) > 1 and table.prepare_groups is not None else ()):
         for key in read_weights(path):  # safetensors: the header only
             if (name := group(key)) is not None:
                 last_file[name] = index

@@ -302,6 +302,19 @@ def test_multidevice_from_pretrained_reads_each_devices_slice_only(sharded_swin_
             assert np.prod(returned) == np.prod(shape) // DEVICES, (shape, returned)
     assert len(slices) >= len(flat_state(model))
 
+    # By repo id: the conversion is cached (gathered one array at a time) and read back sharded, the same values.
+    from helpers import write_to_hub_cache
+
+    from jaxbackbones import hub
+
+    commit = write_to_hub_cache(folder, "test-org/swin-sharded-mesh")
+    AutoBackbone.from_pretrained("test-org/swin-sharded-mesh", mesh=mesh, shard_axis="data")
+    assert (hub.conversion_cache_dir() / "models--test-org--swin-sharded-mesh" / commit / "float32").is_dir()
+    cached = AutoBackbone.from_pretrained("test-org/swin-sharded-mesh", mesh=mesh, shard_axis="data")
+    assert specs(cached) == specs(model)
+    for path, value in arrays(cached).items():
+        np.testing.assert_array_equal(value, expected[path], err_msg=path)
+
     # bfloat16 parameters: each slice cast on its own, the same values as one device's
     half = AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="data", param_dtype=jnp.bfloat16,
                                        cache_conversion=False)
