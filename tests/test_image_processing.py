@@ -42,9 +42,10 @@ TIMM_VIT_CONVNEXT_MODELS = [
     "convnext_tiny.in12k_ft_in1k", "convnext_tiny.dinov3_lvd1689m", "convnextv2_nano.fcmae_ft_in22k_in1k",
     "convnextv2_nano.fcmae_ft_in22k_in1k_384",
 ]
-# The preprocessor_config.json of facebook/dinov2-* (BitImageProcessor) and of facebook/dinov3-vit*-pretrain-lvd1689m
-# and facebook/dinov3-convnext-*-pretrain-lvd1689m (written by transformers 4.56's DINOv3ViTImageProcessorFast in its
-# conversion script, convert_dinov3_vit_to_hf.py).
+# The preprocessor_config.json of facebook/dinov2-* (BitImageProcessor) and of facebook/dinov3-vit*-pretrain-* and
+# facebook/dinov3-convnext-*-pretrain-lvd1689m: transformers' conversion scripts (convert_dinov3_vit_to_hf.py,
+# convert_dinov3_convnext_to_hf.py) save DINOv3ViTImageProcessorFast(size={"height": 224, "width": 224},
+# resample=2) with transformers 4.56, which writes this.
 DINOV2_PREPROCESSOR = {
     "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
     "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_processor_type":

@@ -82,7 +82,7 @@ def test_on_8_virtual_devices():
     env.pop("PYTEST_XDIST_WORKER", None)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "multidevice", __file__],
-        cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=480, check=False,
+        cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
@@ -315,13 +315,12 @@ def test_multidevice_from_pretrained_reads_each_devices_slice_only(sharded_swin_
     for path, value in arrays(cached).items():
         np.testing.assert_array_equal(value, expected[path], err_msg=path)
 
-    # bfloat16 parameters: each slice cast on its own, the same values as one device's
+    # bfloat16 parameters: each slice cast on its own (round to nearest even, as one device's cast)
     half = AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="data", param_dtype=jnp.bfloat16,
                                        cache_conversion=False)
-    half_reference = arrays(AutoBackbone.from_pretrained(folder, param_dtype=jnp.bfloat16, cache_conversion=False))
     for path, value in arrays(half).items():
-        assert value.dtype == half_reference[path].dtype
-        np.testing.assert_array_equal(value, half_reference[path], err_msg=path)
+        assert value.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(value, expected[path].astype(jnp.bfloat16), err_msg=path)
 
 
 @multidevice
