@@ -134,7 +134,8 @@ class SafetensorsWriter:
         offset, shape, dtype = self._entries[key]
         array = np.asarray(array)
         if array.shape != shape or array.dtype != dtype:
-            raise ValueError(f"tensor {key!r} is {array.dtype}{list(array.shape)}; the header says {dtype}{list(shape)}")
+            raise ValueError(f"tensor {key!r} is {array.dtype}{list(array.shape)}; "
+                             f"the header says {dtype}{list(shape)}")
         self._file.seek(self._data_start + offset)
         self._file.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
         self._unwritten.discard(key)
