@@ -45,6 +45,14 @@ def measure(folder: str) -> dict:
     from jaxbackbones import AutoBackbone
 
     jax.block_until_ready(jnp.ones(1) + 1)  # start the runtime before the baseline
+    _, seconds, peak = timed_peak(lambda: jax.block_until_ready(
+        jax.tree_util.tree_leaves(AutoBackbone.from_pretrained(folder, cache_conversion=False))))
+    return {"seconds": seconds, "peak_rss_growth_bytes": peak}
+
+
+def timed_peak(run):
+    """(run()'s result, its seconds, the peak growth of resident memory while it ran), the peak sampled every
+    millisecond from /proc."""
     baseline = resident_bytes()
     peak = [baseline]
     done = threading.Event()
@@ -57,12 +65,11 @@ def measure(folder: str) -> dict:
     sampler = threading.Thread(target=sample)
     sampler.start()
     start = time.perf_counter()
-    model = AutoBackbone.from_pretrained(folder, cache_conversion=False)
-    jax.block_until_ready(jax.tree_util.tree_leaves(model))
+    result = run()
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
-    return {"seconds": seconds, "peak_rss_growth_bytes": max(peak[0], resident_bytes()) - baseline}
+    return result, seconds, max(peak[0], resident_bytes()) - baseline
 
 
 def main():

@@ -117,6 +117,12 @@ def prepare(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return output
 
 
+def prepare_group(key: str) -> str | None:
+    """`prepare` fuses the query, key and value of one attention: they are prepared together."""
+    match = _QKV.fullmatch(key)
+    return match.group(1) if match else None
+
+
 def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
     """Export's inverse of `prepare`: split each fused qkv into query/key/value; keep the per-stage norms of the
     selected stages only, as transformers' SwinBackbone has them."""
@@ -150,5 +156,6 @@ TABLE = Table(
     # transformers initialises the LayerNorms it creates with weight 1, bias 0.
     allow_missing=((r"hidden_states_norms\.[^.]+\.scale", np.ones), (r"hidden_states_norms\.[^.]+\.bias", np.zeros)),
     prepare=prepare,
+    prepare_groups=prepare_group,
     unprepare=unprepare,
 )

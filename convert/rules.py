@@ -97,6 +97,9 @@ class Table:
     allow_missing: (regex, init) pairs: state paths a checkpoint may lack, and how the source library
         initialises them (e.g. `np.ones` for a norm's scale); init takes the shape.
     prepare: torch state dict -> torch state dict, run before the rules (several keys -> one entry).
+    prepare_groups: which keys `prepare` must see in one call, for checkpoints converted in parts (a sharded
+        checkpoint, file by file): torch key -> the name of its group (None: the key can be prepared alone). Without
+        it, `prepare` sees the whole checkpoint at once.
     unprepare: (torch state dict, config) -> torch state dict, run after export (inverse of `prepare`, plus
         keys the layout needs that carry no weights).
     """
@@ -106,6 +109,7 @@ class Table:
     prefixes: tuple[str, ...] = ()
     allow_missing: tuple[tuple[str, Callable[[tuple[int, ...]], np.ndarray]], ...] = ()
     prepare: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    prepare_groups: Callable[[str], str | None] | None = None
     unprepare: Callable[[dict[str, np.ndarray], object], dict[str, np.ndarray]] | None = None
 
 
@@ -190,45 +194,72 @@ def convert_state_dict(
         (state path -> converted array, report). Arrays keep the checkpoint's dtype; entries the table allows
         to be missing are filled with its initial values.
     """
-    if table.prepare is not None:
-        state_dict = table.prepare(state_dict)
-    ignore = [re.compile(pattern) for pattern in table.ignore]
-    report = ConversionReport()
-    converted: dict[str, np.ndarray] = {}
-    for key, array in tqdm(state_dict.items(), desc="converting", unit="tensor", disable=not progress):
-        name = _strip_prefix(key, table.prefixes)
-        if any(regex.fullmatch(name) for regex in ignore):
-            report.ignored.append(key)
-            continue
-        rule, path = next(((rule, path) for rule in table.rules if (path := rule.to_flax_path(name))), (None, None))
-        if path is None or path not in target_shapes:
-            report.unexpected.append(key)
-            continue
-        if path in converted:
-            raise CheckpointMismatchError(f"two checkpoint keys map to {path}; the last was {key}")
-        try:
-            value = rule.transform.to_flax(np.asarray(array))
-        except ValueError:  # a tensor of another rank than the rule expects (a norm weight where a kernel belongs)
-            report.mismatched.append((key, path, tuple(np.shape(array)), tuple(target_shapes[path])))
-            continue
-        if tuple(value.shape) != tuple(target_shapes[path]):
-            report.mismatched.append((key, path, tuple(value.shape), tuple(target_shapes[path])))
-            continue
-        converted[path] = value
-        report.loaded.append(path)
+    conversion = Conversion(table, target_shapes)
+    converted = dict(conversion.convert(state_dict, progress))
+    converted.update(conversion.finish())
+    return converted, conversion.report
 
-    allowed = [(re.compile(pattern), init) for pattern, init in table.allow_missing]
-    mismatched_paths = {path for _, path, _, _ in report.mismatched}
-    for path, shape in target_shapes.items():
-        if path in converted or path in mismatched_paths:
-            continue
-        init = next((init for regex, init in allowed if regex.fullmatch(path)), None)
-        if init is None:
-            report.missing.append(path)
-        else:
-            converted[path] = init(tuple(shape))
-            report.initialized.append(path)
-    return converted, report
+
+@dataclasses.dataclass
+class Conversion:
+    """A checkpoint converted in parts (`convert` once per part: a shard file, or the whole state dict), then
+    `finish`ed; `report` accounts for every key of every part and every state path."""
+
+    table: Table
+    target_shapes: Mapping[str, tuple[int, ...]]
+    report: ConversionReport = dataclasses.field(default_factory=ConversionReport)
+
+    def __post_init__(self):
+        self._ignore = [re.compile(pattern) for pattern in self.table.ignore]
+        self._filled: set[str] = set()
+
+    def convert(self, state_dict: Mapping[str, np.ndarray], progress: bool = False):
+        """Yield (state path, converted array) for each key of `state_dict` (after `table.prepare`), one at a time,
+        so that each array can be placed and freed before the next is made; keys that do not fit are reported (the
+        report is complete once the generator is exhausted)."""
+        table, target_shapes, report = self.table, self.target_shapes, self.report
+        if table.prepare is not None:
+            state_dict = table.prepare(state_dict)
+        for key, array in tqdm(state_dict.items(), desc="converting", unit="tensor", disable=not progress):
+            name = _strip_prefix(key, table.prefixes)
+            if any(regex.fullmatch(name) for regex in self._ignore):
+                report.ignored.append(key)
+                continue
+            rule, path = next(((rule, path) for rule in table.rules if (path := rule.to_flax_path(name))),
+                              (None, None))
+            if path is None or path not in target_shapes:
+                report.unexpected.append(key)
+                continue
+            if path in self._filled:
+                raise CheckpointMismatchError(f"two checkpoint keys map to {path}; the last was {key}")
+            try:
+                value = rule.transform.to_flax(np.asarray(array))
+            except ValueError:  # a tensor of another rank than the rule expects (a norm weight where a kernel belongs)
+                report.mismatched.append((key, path, tuple(np.shape(array)), tuple(target_shapes[path])))
+                continue
+            if tuple(value.shape) != tuple(target_shapes[path]):
+                report.mismatched.append((key, path, tuple(value.shape), tuple(target_shapes[path])))
+                continue
+            self._filled.add(path)
+            report.loaded.append(path)
+            yield path, value
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """After the last part: report the state paths no key filled; return the initial values of those the table
+        allows to be missing (state path -> array)."""
+        allowed = [(re.compile(pattern), init) for pattern, init in self.table.allow_missing]
+        mismatched_paths = {path for _, path, _, _ in self.report.mismatched}
+        initialized = {}
+        for path, shape in self.target_shapes.items():
+            if path in self._filled or path in mismatched_paths:
+                continue
+            init = next((init for regex, init in allowed if regex.fullmatch(path)), None)
+            if init is None:
+                self.report.missing.append(path)
+            else:
+                self.report.initialized.append(path)
+                initialized[path] = init(tuple(shape))
+        return initialized
 
 
 def export_state_dict(state: Mapping[str, np.ndarray], table: Table, config, prefix: str = "") -> dict[str, np.ndarray]:

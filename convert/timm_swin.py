@@ -52,6 +52,7 @@ _RULES = (
 
 _OLD_DOWNSAMPLE = re.compile(r"layers\.(\d+)\.downsample\.")
 _FEATURE_NET_STAGE = re.compile(r"^layers_(\d+)\.")
+_DOWNSAMPLE = re.compile(r"^(?:_backbone\.)?layers[._]\d+\.downsample\.")
 
 
 def prepare(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -66,6 +67,12 @@ def prepare(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return state_dict
     return {_OLD_DOWNSAMPLE.sub(lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", key): array
             for key, array in state_dict.items()}
+
+
+def prepare_group(key: str) -> str | None:
+    """Whether the patch merging moves depends on every stage's `downsample` keys: they are prepared together;
+    `prepare` renames and checks every other key on its own."""
+    return "downsample" if _DOWNSAMPLE.search(key) else None
 
 
 def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
@@ -91,6 +98,7 @@ TABLE = Table(
         r"head\..*",
     ),
     prepare=prepare,
+    prepare_groups=prepare_group,
     unprepare=unprepare,
 )
 

@@ -7,7 +7,14 @@ from .backbone_utils import load_backbone
 from .checkpoint import CheckpointError
 from .configuration import PretrainedConfig
 from .convert.rules import CheckpointMismatchError, ConversionReport
-from .image_processing import AutoImageProcessor, ConvNextImageProcessor, TimmImageProcessor, ViTImageProcessor
+from .image_processing import (
+    AutoImageProcessor,
+    BitImageProcessor,
+    ConvNextImageProcessor,
+    DINOv3ViTImageProcessor,
+    TimmImageProcessor,
+    ViTImageProcessor,
+)
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -22,10 +29,12 @@ __all__ = [
     "AutoImageProcessor",
     "BackboneConfigMixin",
     "BackboneOutput",
+    "BitImageProcessor",
     "CheckpointError",
     "CheckpointMismatchError",
     "ConversionReport",
     "ConvNextImageProcessor",
+    "DINOv3ViTImageProcessor",
     "FPN",
     "PretrainedConfig",
     "load_backbone",

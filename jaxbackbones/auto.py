@@ -20,6 +20,7 @@ from .convert.rules import Table, export_state_dict
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
+from .sharding import ShardingRule, shard_model
 
 logger = logging.getLogger("jaxbackbones")
 
@@ -150,7 +151,10 @@ class AutoBackbone:
         the native format. The model is returned in eval mode; with `output_loading_info=True` it comes with
         the `ConversionReport`. `progress=True` shows a progress bar while converting.
         With a `jax.sharding.Mesh`, the weights are placed on it, sharded along `shard_axis` (FSDP-style) or
-        replicated when it is None (see `jaxbackbones.sharding`; multi-host after `jax.distributed.initialize()`).
+        replicated when it is None (see `jaxbackbones.sharding`; multi-host after `jax.distributed.initialize()`):
+        each converted array goes straight to its devices, each device reading only its own slice of the
+        memory-mapped checkpoint, and a sharded checkpoint is read file by file (`checkpoint.iter_checkpoint`), so
+        neither the host nor any device ever holds the whole model.
         Training switches (`freeze_stages`, `freeze_batch_norm`, `gradient_checkpointing`) are config kwargs.
         """
         if out_indices is not None:
@@ -172,17 +176,21 @@ class AutoBackbone:
         else:
             files = hub.resolve_weight_files(name_or_path, revision=revision)
             table = family.table_for(config)
-        state_dict = checkpoint.read_state_dict(files)
 
         def build():
             return family.backbone_class(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
                                          data_format=data_format)
 
-        model, report = checkpoint.load_converted(
-            build, state_dict, table, source=", ".join(str(path) for path in files), progress=progress
+        model, report = checkpoint.load_parts(
+            build, checkpoint.iter_checkpoint(files, table), table, source=", ".join(str(path) for path in files),
+            progress=progress, shardings=_sharding_rule(mesh, shard_axis),
         )
         if native:
             report.initialized = list(config_dict[checkpoint.NATIVE_KEY].get("newly_initialized", []))
+        elif cache is not None and not all(variable[...].is_fully_addressable
+                                           for variable in checkpoint.flat_state(model).values()):
+            logger.info("%s: not caching the conversion: the mesh spans several processes and none holds the whole "
+                        "model (convert it once with `jaxbackbones convert` to skip the conversion)", name_or_path)
         elif cache is not None:
             try:
                 checkpoint.save_native(model, cache, config_dict=config_dict, newly_initialized=report.initialized)
@@ -192,19 +200,20 @@ class AutoBackbone:
             logger.warning("%s: newly initialised, not in the checkpoint: %s", name_or_path, report.initialized)
         if report.ignored:
             logger.info("%s: checkpoint entries not used by the backbone: %s", name_or_path, report.ignored)
-        model = _place_on_mesh(model, mesh, shard_axis)
         model.eval()
         return (model, report) if output_loading_info else model
 
 
-def _place_on_mesh(model: nnx.Module, mesh, shard_axis) -> nnx.Module:
+def _sharding_rule(mesh, shard_axis) -> ShardingRule | None:
     if mesh is None:
         if shard_axis is not None:
             raise ValueError(f"shard_axis={shard_axis!r} needs a mesh (mesh=jaxbackbones.sharding.make_mesh(...))")
-        return model
-    from .sharding import shard_model
+        return None
+    return ShardingRule(mesh, shard_axis)
 
-    return shard_model(model, mesh, shard_axis)
+
+def _place_on_mesh(model: nnx.Module, mesh, shard_axis) -> nnx.Module:
+    return model if _sharding_rule(mesh, shard_axis) is None else shard_model(model, mesh, shard_axis)
 
 
 def export_pretrained(native_dir: str | os.PathLike, out_dir: str | os.PathLike, *, layout: str | None = None,

@@ -3,25 +3,35 @@
 safetensors files are parsed here with numpy alone (memory-mapped, every header entry checked against the
 file size), so the runtime needs no torch. `pytorch_model.bin` needs torch and is only ever read with
 `torch.load(weights_only=True)`.
+
+Loading streams: a checkpoint is read in parts (`iter_checkpoint`: file by file), each converted array is placed as
+soon as it is made (`load_parts`: on one device, or each device receiving its own slice of it), and its pages are
+released: the host holds what is in flight, not a converted copy of the checkpoint, and with a mesh no device holds
+more than its own shards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import mmap
 import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
-from .convert.rules import ConversionReport, Rule, Table, convert_state_dict
+from .convert.rules import Conversion, ConversionReport, Rule, Table
+from .sharding import place
 
 NATIVE_WEIGHTS_NAME = "model.nnx.safetensors"
 NATIVE_KEY = "jaxbackbones"
@@ -83,25 +93,66 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
                       metadata: Mapping[str, str] | None = None) -> None:
     """Write `tensors` (numpy arrays; bfloat16 and float8 via ml_dtypes too) in the safetensors format."""
-    names = {np.dtype(dtype): name for name, dtype in SAFETENSORS_DTYPES.items()}
-    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    arrays = []
-    for key in sorted(tensors):
-        array = np.asarray(tensors[key])
-        if array.dtype not in names:
-            raise ValueError(f"cannot write tensor {key!r}: dtype {array.dtype} has no safetensors name")
-        header[key] = {"dtype": names[array.dtype], "shape": list(array.shape),
-                       "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-        arrays.append(array)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
-    with open(path, "wb") as file:
-        file.write(struct.pack("<Q", len(blob)))
-        file.write(blob)
-        for array in arrays:
-            file.write(array.tobytes(order="C"))
+    tensors = {key: np.asarray(array) for key, array in tensors.items()}
+    with SafetensorsWriter(path, {key: (array.shape, array.dtype) for key, array in tensors.items()},
+                           metadata) as writer:
+        for key, array in tensors.items():
+            writer.write(key, array)
+
+
+class SafetensorsWriter:
+    """Writes a safetensors file one tensor at a time, so that only the tensor being written need be in memory.
+
+    The header (every name, dtype and shape, in sorted order) is written first, from `specs` (name -> (shape,
+    dtype)); then `write` puts each tensor at its place, in any order. Closing raises if a tensor was not written.
+    """
+
+    def __init__(self, path: str | os.PathLike, specs: Mapping[str, tuple[Sequence[int], np.dtype]],
+                 metadata: Mapping[str, str] | None = None):
+        names = {np.dtype(dtype): name for name, dtype in SAFETENSORS_DTYPES.items()}
+        header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+        self._entries: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
+        offset = 0
+        for key in sorted(specs):
+            shape, dtype = tuple(int(dim) for dim in specs[key][0]), np.dtype(specs[key][1])
+            if dtype not in names:
+                raise ValueError(f"cannot write tensor {key!r}: dtype {dtype} has no safetensors name")
+            size = math.prod(shape) * dtype.itemsize
+            header[key] = {"dtype": names[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+            self._entries[key] = (offset, shape, dtype)
+            offset += size
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+        self._data_start = 8 + len(blob)
+        self._unwritten = set(self._entries)
+        self._file = open(path, "wb")
+        self._file.write(struct.pack("<Q", len(blob)))
+        self._file.write(blob)
+        self._file.truncate(self._data_start + offset)
+
+    def write(self, key: str, array: np.ndarray) -> None:
+        offset, shape, dtype = self._entries[key]
+        array = np.asarray(array)
+        if array.shape != shape or array.dtype != dtype:
+            raise ValueError(f"tensor {key!r} is {array.dtype}{list(array.shape)}; "
+                             f"the header says {dtype}{list(shape)}")
+        self._file.seek(self._data_start + offset)
+        self._file.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+        self._unwritten.discard(key)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._unwritten:
+            raise ValueError(f"{self._file.name} is incomplete: tensors {sorted(self._unwritten)} were not written")
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.close()
+        else:
+            self._file.close()
 
 
 def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -113,7 +164,10 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     import pickle
 
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: a tensor is read when it is used
+            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (pre-zip) format cannot be memory-mapped
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path} holds more than plain tensors and is refused: only weights_only checkpoints are loaded "
@@ -137,16 +191,81 @@ def _tensor_to_numpy(tensor) -> np.ndarray:
     return tensor.numpy()
 
 
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of one weight file, `.safetensors` or `.bin`, memory-mapped where the format allows."""
+    return read_safetensors(path) if str(path).endswith(".safetensors") else read_torch_bin(path)
+
+
 def read_state_dict(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
     """Merge the tensors of every file (shards of one checkpoint)."""
     state_dict: dict[str, np.ndarray] = {}
     for path in paths:
-        reader = read_safetensors if str(path).endswith(".safetensors") else read_torch_bin
-        for key, array in reader(path).items():
+        for key, array in read_weights(path).items():
             if key in state_dict:
                 raise CheckpointError(f"tensor {key!r} appears in more than one shard (again in {path})")
             state_dict[key] = array
     return state_dict
+
+
+def iter_checkpoint(paths: Sequence[str | os.PathLike], table: Table) -> Iterator[dict[str, np.ndarray]]:
+    """The tensors of a checkpoint in parts, for `load_parts`, memory-mapped (nothing is read before it is used).
+
+    File by file: the keys that `table.prepare` takes alone make one part per file, and the keys of each
+    `table.prepare_groups` group a part of their own once the file that completes the group is reached (those read
+    from earlier files are copied out of them, so that their mappings can go). A table whose `prepare` names no
+    groups sees the whole checkpoint as one part.
+    """
+    if table.prepare is not None and table.prepare_groups is None:
+        yield read_state_dict(paths)
+        return
+    group = table.prepare_groups or (lambda key: None)
+    last_file = {}  # group -> index of the last file that holds one of its keys
+    for index, path in enumerate(paths if len(paths) > 1 and table.prepare_groups is not None else ()):
+        for key in read_weights(path):  # safetensors: the header only
+            if (name := group(key)) is not None:
+                last_file[name] = index
+    seen: set[str] = set()
+    groups: dict[str, dict[str, np.ndarray]] = {}  # group -> its keys read so far
+    for index, path in enumerate(paths):
+        alone, complete, incomplete = {}, {}, []
+        for key, array in read_weights(path).items():
+            if key in seen:
+                raise CheckpointError(f"tensor {key!r} appears in more than one shard (again in {path})")
+            seen.add(key)
+            if (name := group(key)) is None:
+                alone[key] = array
+                continue
+            groups.setdefault(name, {})[key] = array
+            if last_file.get(name, index) == index:
+                complete[name] = None
+            else:
+                incomplete.append((name, key))
+        for name, key in incomplete:
+            groups[name][key] = np.array(groups[name][key])
+        if alone:
+            yield alone
+        for name in complete:
+            yield groups.pop(name)
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop this process's pages of a memory-mapped tensor once it has been copied where it goes.
+
+    They stay in the page cache (and come back if the tensor is read again), but no longer count in the process's
+    resident memory, which then holds the tensors in flight rather than every page of the file read so far.
+    A no-op for arrays that are not views into a memory map.
+    """
+    mapping = array
+    while isinstance(mapping, np.ndarray):
+        mapping = mapping.base
+    if not isinstance(mapping, mmap.mmap) or array.size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    extents = [stride * (length - 1) for stride, length in zip(array.strides, array.shape)]
+    low = array.__array_interface__["data"][0] + sum(extent for extent in extents if extent < 0)
+    high = low + sum(abs(extent) for extent in extents) + array.itemsize
+    start = np.frombuffer(mapping, np.uint8, count=1).ctypes.data
+    begin = (low - start) // mmap.PAGESIZE * mmap.PAGESIZE
+    mapping.madvise(mmap.MADV_DONTNEED, begin, min(high - start, len(mapping)) - begin)
 
 
 def flat_state(module: nnx.Module) -> dict[str, nnx.Variable]:
@@ -162,26 +281,56 @@ def load_converted(
     source: str = "checkpoint",
     progress: bool = False,
 ) -> tuple[nnx.Module, ConversionReport]:
-    """Build a module whose state comes from `state_dict` through `table`.
+    """Build a module whose state comes from `state_dict` through `table`, on the default device (see `load_parts`)."""
+    return load_parts(build, [state_dict], table, source=source, progress=progress)
 
-    The module is built abstractly (`nnx.eval_shape`): no random weights are drawn. Entries the table allows
-    to be missing get the table's initial values. Raises `CheckpointMismatchError` naming every missing,
-    unexpected and mismatched entry.
+
+def load_parts(
+    build: Callable[[], nnx.Module],
+    parts: Iterable[Mapping[str, np.ndarray]],
+    table: Table,
+    *,
+    source: str = "checkpoint",
+    progress: bool = False,
+    shardings: Callable[[tuple[int, ...]], jax.sharding.Sharding] | None = None,
+) -> tuple[nnx.Module, ConversionReport]:
+    """Build a module whose state comes from a checkpoint read in `parts` (see `iter_checkpoint`) through `table`.
+
+    The module is built abstractly (`nnx.eval_shape`): no random weights are drawn. Each converted array goes to
+    its place as soon as it is made, and is freed: on the default device, or, with `shardings` (array shape ->
+    `Sharding`, e.g. `sharding.ShardingRule`), straight onto its devices, each of which receives only its own
+    slice, read from the (memory-mapped) checkpoint; in a multi-host run each process reads only the slices of its
+    own devices. Entries the table allows to be missing get the table's initial values. Raises
+    `CheckpointMismatchError` naming every missing, unexpected and mismatched entry of every part.
     """
-    abstract = nnx.eval_shape(build)
-    graphdef, state = nnx.split(abstract)
-    variables = flat_state(abstract)
-    converted, report = convert_state_dict(
-        state_dict, table, {path: variable.shape for path, variable in variables.items()}, progress
-    )
-    report.raise_if_incomplete(source)
-    filled = []
-    for path, variable in nnx.to_flat_state(state):
-        # Popped, so each converted array is freed once it is on the device: peak memory stays near 2x the model.
-        value = converted.pop(".".join(map(str, path)))
-        # A copy: on CPU jnp.asarray may alias the numpy buffer (a memory map, or a torch tensor's storage).
-        filled.append((path, variable.replace(jnp.array(value, dtype=variable.dtype, copy=True))))
-    return nnx.merge(graphdef, nnx.from_flat_state(filled)), report
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    variables = {".".join(map(str, path)): (path, variable) for path, variable in nnx.to_flat_state(state)}
+    conversion = Conversion(table, {key: variable.shape for key, (_, variable) in variables.items()})
+    filled = {}
+
+    def fill(key: str, value: np.ndarray) -> None:
+        variable = variables[key][1]
+        if shardings is None:
+            # A copy: on CPU jnp.asarray may alias the numpy buffer (a memory map, or a torch tensor's storage).
+            array = jnp.array(value, dtype=variable.dtype, copy=True)
+        else:
+            array = place(value, shardings(value.shape), dtype=variable.dtype)
+        filled[key] = variable.replace(array)
+        release_pages(value)
+
+    with tqdm(total=len(variables), desc="loading", unit="array", disable=not progress) as bar:
+        for part in parts:
+            for key, value in conversion.convert(part):
+                fill(key, value)
+                bar.update()
+            for array in part.values():  # what `prepare` read to make the arrays it combined
+                release_pages(array)
+        for key, value in conversion.finish().items():
+            fill(key, value)
+            bar.update()
+    conversion.report.raise_if_incomplete(source)
+    model = nnx.merge(graphdef, nnx.from_flat_state([(path, filled[key]) for key, (path, _) in variables.items()]))
+    return model, conversion.report
 
 
 @contextlib.contextmanager
@@ -228,15 +377,17 @@ def save_native(module: nnx.Module, directory: str | os.PathLike, *, config_dict
     NNX state path, in its own dtype, and copies of `extra_files` (e.g. `preprocessor_config.json`).
     `newly_initialized` lists entries that did not come from the source checkpoint, reported again on load.
     """
-    tensors = {path: np.asarray(variable[...]) for path, variable in flat_state(module).items()}
+    variables = flat_state(module)
     config = dict(config_dict if config_dict is not None else module.config.to_dict())
-    param_dtypes = sorted({str(variable.dtype) for variable in flat_state(module).values()
-                           if isinstance(variable, nnx.Param)})
+    param_dtypes = sorted({str(variable.dtype) for variable in variables.values() if isinstance(variable, nnx.Param)})
     config[NATIVE_KEY] = {"format_version": NATIVE_FORMAT_VERSION, "param_dtype": ",".join(param_dtypes),
                           "newly_initialized": list(newly_initialized)}
     with atomic_directory(directory, overwrite=overwrite) as staging:
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        write_safetensors(staging / NATIVE_WEIGHTS_NAME, tensors, metadata={"format": "jaxbackbones-nnx"})
+        specs = {path: (variable[...].shape, variable[...].dtype) for path, variable in variables.items()}
+        with SafetensorsWriter(staging / NATIVE_WEIGHTS_NAME, specs, {"format": "jaxbackbones-nnx"}) as writer:
+            for path, variable in variables.items():  # one array on the host at a time (a sharded one gathered)
+                writer.write(path, np.asarray(variable[...]))
         for extra in extra_files:
             shutil.copyfile(extra, staging / Path(extra).name)
     return Path(directory)

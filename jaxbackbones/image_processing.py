@@ -1,9 +1,12 @@
 """Image preprocessing in numpy and PIL: images -> `pixel_values`, with no torch.
 
-Three processors reproduce the evaluation preprocessing of the checkpoints we load:
+These processors reproduce the evaluation preprocessing of the checkpoints we load:
 
-* `ConvNextImageProcessor` and `ViTImageProcessor` match transformers' PIL backend (`ConvNextImageProcessorPil`,
-  `ViTImageProcessorPil`); the HF ResNet and Swin checkpoints name these in their `preprocessor_config.json`.
+* `ConvNextImageProcessor`, `ViTImageProcessor` and `BitImageProcessor` match transformers' PIL backend
+  (`ConvNextImageProcessorPil`, `ViTImageProcessorPil`, `BitImageProcessorPil`); the HF ResNet, Swin and DINOv2
+  checkpoints name these in their `preprocessor_config.json`.
+* `DINOv3ViTImageProcessor` matches transformers' `DINOv3ViTImageProcessor`, which exists only in its torchvision
+  backend: it resizes float pixels with torch's antialiased interpolation (`jaxbackbones.antialias`).
 * `TimmImageProcessor` matches timm's eval transform, `create_transform(**resolve_data_config(pretrained_cfg=...))`:
   torchvision's PIL resize and centre crop, then `ToTensor` and `Normalize`.
 
@@ -14,8 +17,8 @@ Every processor takes one image or a list of them (PIL images, or uint8 / float 
 is a float32 batch, (N, H, W, 3) by default, the layout of our modules, or (N, 3, H, W) with
 `data_format="channels_first"`.
 
-Both sources resize with PIL on uint8 pixels, so we do too: that is what makes the numbers agree to float32
-rounding, and it is also why float inputs are quantised to uint8 before a resize.
+Except DINOv3's, the sources resize with PIL on uint8 pixels, so we do too: that is what makes the numbers agree to
+float32 rounding, and it is also why float inputs are quantised to uint8 before a resize.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from . import antialias
 from .hub import load_config_dict, read_json, resolve_file
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
@@ -40,6 +44,8 @@ IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # timm names its interpolation modes; transformers stores PIL's filter ids, the values of these members.
 TIMM_INTERPOLATIONS = {
@@ -91,8 +97,9 @@ def _flatten_images(images: Any) -> list:
     return flat
 
 
-def _to_array(image: Any, *, convert_rgb: bool, input_data_format: str | None) -> np.ndarray:
-    """One PIL image or numpy array -> an (H, W, C) array, uint8 or float, with C == 3 when `convert_rgb`."""
+def _to_array(image: Any, *, convert_rgb: bool, input_data_format: str | None, array_to_rgb=None) -> np.ndarray:
+    """One PIL image or numpy array -> an (H, W, C) array, uint8 or float, with C == 3 when `convert_rgb`
+    (arrays converted by `array_to_rgb`, default `_array_to_rgb`)."""
     if isinstance(image, Image.Image):
         # Converting before leaving PIL keeps the mode's meaning (palette, transparency), as transformers does.
         array = np.asarray(_pil_to_rgb(image) if convert_rgb else image)
@@ -117,7 +124,7 @@ def _to_array(image: Any, *, convert_rgb: bool, input_data_format: str | None) -
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"got an empty image of shape {array.shape} as (H, W, C): expected at least one pixel")
-    return _array_to_rgb(array) if convert_rgb else array
+    return (array_to_rgb or _array_to_rgb)(array) if convert_rgb else array
 
 
 def _channels_last(array: np.ndarray, input_data_format: str | None) -> np.ndarray:
@@ -231,6 +238,13 @@ def _shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[in
     return (new_long, shortest_edge) if width <= height else (shortest_edge, new_long)
 
 
+def _resized_size(array: np.ndarray, size: dict[str, int]) -> tuple[int, int]:
+    """The (height, width) an (H, W, C) image is resized to: `size`'s height and width, or its shortest edge."""
+    if "shortest_edge" in size:
+        return _shortest_edge_size(array.shape[0], array.shape[1], size["shortest_edge"])
+    return size["height"], size["width"]
+
+
 def _window(array: np.ndarray, top: int, left: int, height: int, width: int, fill: Any = 0) -> np.ndarray:
     """The (height, width) window of an (H, W, C) array whose corner is at (top, left); outside the image is `fill`."""
     out = np.empty((height, width, array.shape[-1]), dtype=array.dtype)
@@ -304,7 +318,9 @@ def _preprocess(processor: Any, images: Any, overrides: dict, data_format: str, 
     _check_call_args(data_format, return_tensors, input_data_format)
     options = _with_overrides(processor, overrides)
     convert_rgb = getattr(options, "do_convert_rgb", True)  # timm's transform has no switch: always RGB
-    pixels = [options._process(_to_array(image, convert_rgb=convert_rgb, input_data_format=input_data_format))
+    array_to_rgb = getattr(options, "_array_to_rgb", None)  # a processor with its own rule for arrays
+    pixels = [options._process(_to_array(image, convert_rgb=convert_rgb, input_data_format=input_data_format,
+                                         array_to_rgb=array_to_rgb))
               for image in _flatten_images(images)]
     return _batch(pixels, data_format, return_tensors)
 
@@ -512,11 +528,7 @@ class ViTImageProcessor(_TransformersImageProcessor):
         return array
 
     def _resize(self, array: np.ndarray) -> np.ndarray:
-        if "shortest_edge" in self.size:
-            height, width = _shortest_edge_size(array.shape[0], array.shape[1], self.size["shortest_edge"])
-        else:
-            height, width = self.size["height"], self.size["width"]
-        return _pil_resize(array, height, width, self.resample)
+        return _pil_resize(array, *_resized_size(array, self.size), self.resample)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -556,6 +568,101 @@ class ConvNextImageProcessor(_TransformersImageProcessor):
         height, width = _shortest_edge_size(array.shape[0], array.shape[1], int(shortest_edge / self.crop_pct))
         resized = _pil_resize(array, height, width, self.resample)
         return _center_crop_transformers(resized, shortest_edge, shortest_edge)
+
+
+@dataclasses.dataclass(kw_only=True)
+class BitImageProcessor(ViTImageProcessor):
+    """transformers' `BitImageProcessor` (PIL backend, `BitImageProcessorPil`), which DINOv2 checkpoints name.
+
+    `ViTImageProcessor`'s steps (resize, centre crop, rescale, normalise, pad) with BiT's defaults: the shorter side
+    resized to `size["shortest_edge"]` (224; an int `size` is the shortest edge), bicubic, centre crop 224 x 224,
+    OpenAI CLIP's mean and std. DINOv2's `preprocessor_config.json` sets shortest_edge 256, crop 224 and ImageNet's
+    mean and std.
+
+    Call it on images to get a `BatchFeature` (see `__call__`).
+    """
+
+    size: int | tuple[int, int] | dict[str, int] = dataclasses.field(default_factory=lambda: {"shortest_edge": 224})
+    resample: int = Image.Resampling.BICUBIC
+    do_center_crop: bool = True
+    crop_size: int | tuple[int, int] | dict[str, int] | None = dataclasses.field(
+        default_factory=lambda: {"height": 224, "width": 224}
+    )
+    image_mean: float | Sequence[float] = OPENAI_CLIP_MEAN
+    image_std: float | Sequence[float] = OPENAI_CLIP_STD
+
+    _int_size_is_square: ClassVar[bool] = False
+
+
+@dataclasses.dataclass(kw_only=True)
+class DINOv3ViTImageProcessor(_TransformersImageProcessor):
+    """transformers' `DINOv3ViTImageProcessor`, which DINOv3 checkpoints (ViT and ConvNeXt) name as
+    "DINOv3ViTImageProcessorFast". transformers has it in its torchvision backend only, and so it is matched here.
+
+    Its order differs from the other processors': rescale first (uint8 * float32(rescale_factor), in float32), then
+    resize the float image with torch's antialiased interpolation (`jaxbackbones.antialias`), then centre crop
+    (off by default; a side shorter than the crop is padded with zeros, the odd pixel after it), then normalise.
+    The defaults are the checkpoints' `preprocessor_config.json`: 224 x 224 (the image is warped, not cropped),
+    bilinear, ImageNet's mean and std. The resize matches torch's to within 2.4e-7 on [0, 1] pixels (its compiled
+    kernel fuses some multiply-adds; see `jaxbackbones.antialias`), so `pixel_values` match to about 1e-6.
+
+    Args (all keyword, as in transformers; every one can also be given per call):
+        size: {"height": h, "width": w} (an int s means s x s, a pair (h, w)), or {"shortest_edge": s}.
+        resample: 2 (bilinear, default) or 3 (bicubic): the modes torch interpolates with antialiasing.
+        and do_resize, do_center_crop + crop_size, do_rescale + rescale_factor, do_normalize + image_mean /
+        image_std, do_convert_rgb (on by default here; transformers leaves it unset and then fails on gray images).
+        Computation is in float32, float64 inputs included; uint8 pixels with do_rescale=False are resized as
+        floats (torch would resize and round them as uint8, then refuse to normalise them).
+
+    Call it on images to get a `BatchFeature` (see `__call__`).
+    """
+
+    size: int | tuple[int, int] | dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"height": 224, "width": 224}
+    )
+    resample: int = Image.Resampling.BILINEAR
+    image_mean: float | Sequence[float] = IMAGENET_DEFAULT_MEAN
+    image_std: float | Sequence[float] = IMAGENET_DEFAULT_STD
+
+    _int_size_is_square: ClassVar[bool] = True
+    _size_keys: ClassVar[tuple[frozenset, ...]] = (frozenset({"height", "width"}), frozenset({"shortest_edge"}))
+    _modes: ClassVar[dict[int, str]] = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resample not in self._modes:
+            raise ValueError(f"resample={self.resample!r}: expected 2 (BILINEAR) or 3 (BICUBIC), the modes torch "
+                             "resizes with antialiasing")
+
+    @staticmethod
+    def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+        """transformers' torchvision backend converts uint8 RGBA arrays in float32 (x / 255, composited onto white,
+        back as torchvision's `to_dtype` does: x 255.999, truncated); everything else as `_array_to_rgb`."""
+        if array.dtype != np.uint8 or array.shape[-1] != 4:
+            return _array_to_rgb(array)
+        pixels = array.astype(np.float32) * np.float32(1 / 255)
+        alpha = pixels[..., 3:]
+        return ((pixels[..., :3] * alpha + (1 - alpha)) * np.float32(255.999)).astype(np.uint8)
+
+    def _process(self, array: np.ndarray) -> np.ndarray:
+        array = array.astype(np.float32)
+        if self.do_rescale:
+            array = array * np.float32(self.rescale_factor)
+        if self.do_resize:
+            array = self._resize(array)
+        if self.do_center_crop:
+            height, width = self.crop_size["height"], self.crop_size["width"]
+
+            def start(size: int, crop: int) -> int:
+                return (size - crop) // 2 if size >= crop else -((crop - size) // 2)
+
+            array = _window(array, start(array.shape[0], height), start(array.shape[1], width), height, width)
+        if self.do_normalize:
+            array = _normalize(array, self.image_mean, self.image_std)
+        return array
+
+    def _resize(self, array: np.ndarray) -> np.ndarray:
+        return antialias.resize(array, *_resized_size(array, self.size), self._modes[self.resample])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -694,7 +801,12 @@ def _keep_ratio_size(height: int, width: int, target_height: int, target_width: 
 # ---------------------------------------------------------------------------------------------------------------------
 # Choosing a processor for a checkpoint.
 
-PROCESSOR_CLASSES = {"ConvNextImageProcessor": ConvNextImageProcessor, "ViTImageProcessor": ViTImageProcessor}
+PROCESSOR_CLASSES = {
+    "ConvNextImageProcessor": ConvNextImageProcessor,
+    "ViTImageProcessor": ViTImageProcessor,
+    "BitImageProcessor": BitImageProcessor,
+    "DINOv3ViTImageProcessor": DINOv3ViTImageProcessor,
+}
 
 
 class AutoImageProcessor:
@@ -703,7 +815,7 @@ class AutoImageProcessor:
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, revision: str | None = None, **overrides: Any
-    ) -> ConvNextImageProcessor | ViTImageProcessor | TimmImageProcessor:
+    ) -> _TransformersImageProcessor | TimmImageProcessor:
         """The processor of a local folder or hub repo, with `overrides` replacing its configured options.
 
         A `preprocessor_config.json` names a transformers processor in `image_processor_type`, or, in older

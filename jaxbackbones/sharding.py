@@ -90,11 +90,17 @@ class ShardingRule:
         return NamedSharding(self.mesh, partition_spec(tuple(shape), self.mesh, self.axis, min_size=self.min_size))
 
 
-def place(value, sharding: jax.sharding.Sharding) -> jax.Array:
-    """A host array (numpy, memory map) as a global array laid out by `sharding`; each process transfers only the
-    shards its own devices hold, so this also works multi-host (every process passing the same value)."""
+def place(value, sharding: jax.sharding.Sharding, *, dtype=None) -> jax.Array:
+    """A host array (numpy, memory map) as a global array laid out by `sharding`, in `dtype` (default: its own).
+
+    Each device receives its own slice, read from `value` and cast on its own: nothing holds the whole array
+    unless a device does, and each process reads only the slices of its own devices, so this also works multi-host
+    (every process passing the same value).
+    """
     value = np.asarray(value)
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+    dtype = value.dtype if dtype is None else np.dtype(dtype)
+    # A copy: on CPU, jax may keep the buffer it is given (here a view into a memory map or a caller's array).
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: np.array(value[index], dtype=dtype))
 
 
 def state_shardings(state, mesh: Mesh, axis: Axis = None, *, min_size: int = 0):

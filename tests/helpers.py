@@ -82,3 +82,23 @@ def write_to_hub_cache(folder: str | os.PathLike, repo_id: str, *, cache_dir: st
         (repo_dir / "refs").mkdir(exist_ok=True)
         (repo_dir / "refs" / ref).write_text(commit)
     return commit
+
+
+def write_sharded_safetensors(folder: str | os.PathLike, tensors: dict[str, np.ndarray],
+                              shards: list[list[str]]) -> list[Path]:
+    """Write `tensors` as a sharded checkpoint in transformers' layout: `shards` lists the keys of each file
+    (`model-0000i-of-0000n.safetensors`), and `model.safetensors.index.json` maps every key to its file."""
+    import json
+
+    import safetensors.numpy
+
+    folder = Path(folder)
+    assert sorted(key for keys in shards for key in keys) == sorted(tensors), "every key in exactly one shard"
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, keys in zip(names, shards):
+        safetensors.numpy.save_file({key: np.ascontiguousarray(tensors[key]) for key in keys}, folder / name,
+                                    metadata={"format": "pt"})
+    index = {"metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))},
+             "weight_map": {key: name for name, keys in zip(names, shards) for key in keys}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return [folder / name for name in names]

@@ -16,11 +16,15 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from timm.models._hub import save_config_for_hf
 
-from jaxbackbones import image_processing
+from helpers import write_to_hub_cache
+
+from jaxbackbones import antialias, image_processing
 from jaxbackbones.image_processing import (
     AutoImageProcessor,
     BatchFeature,
+    BitImageProcessor,
     ConvNextImageProcessor,
+    DINOv3ViTImageProcessor,
     TimmImageProcessor,
     ViTImageProcessor,
 )
@@ -30,6 +34,34 @@ TOLERANCE = 1e-5
 SIZES = [(5, 7), (7, 5), (1, 1), (224, 224), (256, 256), (300, 200), (200, 300), (97, 311), (30, 1000), (385, 401),
          (480, 640), (640, 480)]
 TIMM_MODELS = ["resnet50.a1_in1k", "swin_tiny_patch4_window7_224.ms_in1k"]
+# timm's ViT, DINOv2, DINOv3 and ConvNeXt pretrained configs: crop_pct 0.875 / 0.9 / 0.95 / 1.0, 'center' and 'squash'
+# crops, 518 inputs, ImageNet, CLIP and 0.5 mean and std.
+TIMM_VIT_CONVNEXT_MODELS = [
+    "vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch16_dinov3.lvd1689m",
+    "vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_clip_224.openai", "convnext_tiny.fb_in22k",
+    "convnext_tiny.in12k_ft_in1k", "convnext_tiny.dinov3_lvd1689m", "convnextv2_nano.fcmae_ft_in22k_in1k",
+    "convnextv2_nano.fcmae_ft_in22k_in1k_384",
+]
+# The preprocessor_config.json of facebook/dinov2-* (BitImageProcessor) and of facebook/dinov3-vit*-pretrain-* and
+# facebook/dinov3-convnext-*-pretrain-lvd1689m: transformers' conversion scripts (convert_dinov3_vit_to_hf.py,
+# convert_dinov3_convnext_to_hf.py) save DINOv3ViTImageProcessorFast(size={"height": 224, "width": 224},
+# resample=2) with transformers 4.56, which writes this.
+DINOV2_PREPROCESSOR = {
+    "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+    "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_processor_type":
+    "BitImageProcessor", "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 256},
+}
+DINOV3_PREPROCESSOR = {
+    "crop_size": None, "data_format": "channels_first", "default_to_square": True, "device": None,
+    "disable_grouping": None, "do_center_crop": None, "do_convert_rgb": None, "do_normalize": True, "do_rescale": True,
+    "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "DINOv3ViTImageProcessorFast",
+    "image_std": [0.229, 0.224, 0.225], "input_data_format": None, "resample": 2,
+    "rescale_factor": 0.00392156862745098, "return_tensors": None, "size": {"height": 224, "width": 224},
+}
+# DINOv3's processor resizes float pixels with torch's antialiased interpolation, whose compiled kernel fuses some
+# multiply-adds: 2.4e-7 on [0, 1] pixels at most (jaxbackbones.antialias), over a std of 0.225 after normalising.
+DINOV3_TOLERANCE = 2e-6
 
 
 def random_pixels(height, width, channels=3, seed=0):
@@ -140,6 +172,64 @@ def test_vit_options_match_transformers(options):
     assert_matches(ViTImageProcessor(), images, reference, size=(40, 24), **options)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, DINOV2_PREPROCESSOR, {**DINOV2_PREPROCESSOR, "size": 224, "crop_size": 300},
+     {"size": {"height": 200, "width": 320}, "do_center_crop": False}, {"resample": 2, "crop_size": (96, 160)}],
+    ids=["defaults", "dinov2", "int size, crop larger than the image", "height-width", "bilinear"],
+)
+def test_bit_matches_transformers_exactly(options):
+    options = {key: value for key, value in options.items() if key != "image_processor_type"}
+    images = random_images()
+    reference = hf_pixels(transformers.BitImageProcessorPil(**options), images)
+    ours = BitImageProcessor(**options)
+    np.testing.assert_array_equal(ours(images, data_format="channels_first").pixel_values, reference)
+    np.testing.assert_array_equal(ours(images).pixel_values, reference.transpose(0, 2, 3, 1))
+
+
+def torchvision_dinov3(options, images):
+    return np.stack([transformers.DINOv3ViTImageProcessor(**options)(image, return_tensors="np").pixel_values[0]
+                     for image in images])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"size": {"shortest_edge": 256}, "do_center_crop": True, "crop_size": {"height": 224, "width": 224}},
+     {"size": (300, 150)}, {"size": 518, "resample": 3}, {"do_center_crop": True, "crop_size": (400, 101)},
+     {"image_mean": 0.5, "image_std": 0.25, "rescale_factor": 1 / 127.5}],
+    ids=["defaults", "shortest edge and crop", "non-square", "518 bicubic", "crop larger", "options"],
+)
+def test_dinov3_matches_transformers_torchvision(options):
+    images = random_images()
+    reference = torchvision_dinov3(options, images)
+    ours = DINOv3ViTImageProcessor(**options)(images, data_format="channels_first").pixel_values
+    assert ours.shape == reference.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=DINOV3_TOLERANCE)
+    assert np.mean(ours == reference) > 0.5  # most values bit for bit; the rest off in their last bits
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_antialiased_resize_matches_torch(mode):
+    torch = pytest.importorskip("torch")
+    # The weights are torch's to the bit: interpolate one-hot rows, which sums nothing but a single weight.
+    for in_size, out_size in [(300, 224), (97, 224), (640, 256), (1000, 33), (7, 224), (311, 518), (5, 5)]:
+        eye = np.eye(in_size, dtype=np.float32)
+        reference = torch.nn.functional.interpolate(torch.from_numpy(eye).reshape(in_size, 1, 1, in_size),
+                                                    size=(1, out_size), mode=mode, antialias=True)
+        ours = antialias.resize(eye.reshape(in_size, 1, in_size).transpose(1, 2, 0), 1, out_size, mode)
+        np.testing.assert_array_equal(ours[0], reference[:, 0, 0, :].numpy().T, err_msg=f"{in_size}->{out_size}")
+    # Whole images: within a few ulps of torch's fused multiply-adds (2.4e-7 on [0, 1]; bicubic overshoots above 1).
+    for (height, width), size in [((5, 7), (224, 224)), ((300, 200), (224, 224)), ((97, 311), (518, 518)),
+                                  ((480, 640), (20, 33)), ((1, 1), (7, 5))]:
+        pixels = random_pixels(height, width, seed=height).astype(np.float32) / np.float32(255)
+        reference = torch.nn.functional.interpolate(torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None],
+                                                    size=size, mode=mode, antialias=True)[0].numpy()
+        ours = antialias.resize(pixels, *size, mode)
+        np.testing.assert_allclose(ours.transpose(2, 0, 1), reference, rtol=2.4e-7, atol=2.4e-7)
+    with pytest.raises(ValueError, match="mode='nearest'"):
+        antialias.resize(pixels, 2, 2, "nearest")
+
+
 def _float_inputs():
     pixels = random_pixels(33, 47, seed=3)
     rgba = random_pixels(33, 47, channels=4, seed=4)
@@ -168,9 +258,16 @@ def test_input_kinds_match_transformers(kind, options):
     for theirs, ours in [
         (transformers.ConvNextImageProcessorPil(size=64), ConvNextImageProcessor(size=64)),
         (transformers.ViTImageProcessorPil(size=64), ViTImageProcessor(size=64)),
+        (transformers.BitImageProcessorPil(size=64, crop_size=48), BitImageProcessor(size=64, crop_size=48)),
     ]:
         reference = hf_pixels(theirs, image, do_convert_rgb=True, **options)
         assert_matches(ours, image, reference, **options)
+    if options == {"do_rescale": False} and not np.issubdtype(np.asarray(image).dtype, np.floating):
+        return  # transformers' DINOv3 refuses to normalise uint8 pixels it has not rescaled
+    theirs = transformers.DINOv3ViTImageProcessor(size=64)
+    reference = hf_pixels(theirs, image, do_convert_rgb=True, **options).astype(np.float32)
+    ours = DINOv3ViTImageProcessor(size=64)(image, data_format="channels_first", **options).pixel_values
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=DINOV3_TOLERANCE)
 
 
 def test_grayscale_2d_array_equals_one_channel():
@@ -243,6 +340,25 @@ def test_timm_options_match_eval_transform(model_name, changes):
     assert_matches(base, images, reference, **changes)
 
 
+@pytest.mark.parametrize("model_name", TIMM_VIT_CONVNEXT_MODELS)
+def test_timm_vit_and_convnext_configs_match_exactly(model_name):
+    pretrained_cfg = timm.models.get_pretrained_cfg(model_name).to_dict()
+    images = random_images([(5, 7), (224, 224), (300, 200), (97, 311), (518, 518), (600, 519), (480, 640)], seed=15)
+    processor = TimmImageProcessor.from_pretrained_cfg(pretrained_cfg)
+    reference = timm_reference(pretrained_cfg, images)
+    np.testing.assert_array_equal(processor(images, data_format="channels_first").pixel_values, reference)
+
+
+@pytest.mark.parametrize("crop_mode", ["squash", "border"])
+def test_timm_dinov2_crop_modes_match_exactly(crop_mode):
+    pretrained_cfg = {**timm.models.get_pretrained_cfg("vit_small_patch14_dinov2.lvd142m").to_dict(),
+                      "crop_mode": crop_mode}
+    images = random_images([(5, 7), (300, 200), (97, 311), (600, 519)], seed=16)
+    processor = TimmImageProcessor.from_pretrained_cfg(pretrained_cfg)
+    np.testing.assert_array_equal(processor(images, data_format="channels_first").pixel_values,
+                                  timm_reference(pretrained_cfg, images))
+
+
 def test_timm_defaults_follow_resolve_data_config():
     # Missing or empty values take resolve_data_config's defaults.
     processor = TimmImageProcessor.from_pretrained_cfg({"crop_pct": None, "interpolation": "", "num_classes": 10})
@@ -313,9 +429,53 @@ def test_from_pretrained_legacy_feature_extractor(tmp_path):
     assert assert_same_as_transformers(folder, ViTImageProcessor).size == {"height": 224, "width": 224}
 
 
+def test_from_pretrained_dinov2_and_dinov3_repos(tmp_path):
+    write_json(tmp_path / "dinov2", "preprocessor_config.json", DINOV2_PREPROCESSOR)
+    write_json(tmp_path / "dinov2", "config.json", {"model_type": "dinov2"})
+    write_to_hub_cache(tmp_path / "dinov2", "test-org/dinov2-base")
+    processor = AutoImageProcessor.from_pretrained("test-org/dinov2-base")
+    theirs = transformers.AutoImageProcessor.from_pretrained("test-org/dinov2-base", backend="pil")
+    assert type(processor) is BitImageProcessor and type(theirs).__name__ == "BitImageProcessorPil"
+    assert processor.size == {"shortest_edge": 256} and processor.crop_size == {"height": 224, "width": 224}
+    images = random_images([(97, 311), (480, 640), (5, 7)], seed=17)
+    np.testing.assert_array_equal(processor(images, data_format="channels_first").pixel_values,
+                                  hf_pixels(theirs, images))
+
+    for repo, model_type in [("test-org/dinov3-vits16", "dinov3_vit"), ("test-org/dinov3-convnext-tiny",
+                                                                         "dinov3_convnext")]:
+        folder = write_json(tmp_path / model_type, "preprocessor_config.json", DINOV3_PREPROCESSOR)
+        write_json(folder, "config.json", {"model_type": model_type})
+        write_to_hub_cache(folder, repo)
+        processor = AutoImageProcessor.from_pretrained(repo)
+        theirs = transformers.AutoImageProcessor.from_pretrained(repo)
+        assert type(processor) is DINOv3ViTImageProcessor and type(theirs).__name__ == "DINOv3ViTImageProcessor"
+        assert processor.size == {"height": 224, "width": 224} and not processor.do_center_crop
+        assert processor.extra_config["image_processor_type"] == "DINOv3ViTImageProcessorFast"
+        reference = np.concatenate([hf_pixels(theirs, image) for image in images])
+        np.testing.assert_allclose(processor(images, data_format="channels_first").pixel_values, reference,
+                                   rtol=0, atol=DINOV3_TOLERANCE)
+
+
+def test_from_pretrained_timm_dinov2_repo(tmp_path):
+    pretrained_cfg = timm.models.get_pretrained_cfg("vit_small_patch14_dinov2.lvd142m").to_dict()
+    folder = write_json(tmp_path, "config.json", {"architecture": "vit_small_patch14_dinov2", "num_classes": 0,
+                                                  "pretrained_cfg": pretrained_cfg})
+    write_to_hub_cache(folder, "timm/vit_small_patch14_dinov2.lvd142m")
+    processor = AutoImageProcessor.from_pretrained("timm/vit_small_patch14_dinov2.lvd142m")
+    assert type(processor) is TimmImageProcessor and processor.input_size == (3, 518, 518)
+    images = random_images([(97, 311), (600, 519)], seed=18)
+    np.testing.assert_array_equal(processor(images, data_format="channels_first").pixel_values,
+                                  timm_reference(pretrained_cfg, images))
+
+
 @pytest.mark.parametrize(
     "type_key, type_name, expected_class",
     [
+        ("image_processor_type", "BitImageProcessor", BitImageProcessor),
+        ("image_processor_type", "BitImageProcessorPil", BitImageProcessor),
+        ("image_processor_type", "BitImageProcessorFast", BitImageProcessor),
+        ("image_processor_type", "DINOv3ViTImageProcessor", DINOv3ViTImageProcessor),
+        ("image_processor_type", "DINOv3ViTImageProcessorFast", DINOv3ViTImageProcessor),
         ("image_processor_type", "ConvNextImageProcessorPil", ConvNextImageProcessor),
         ("image_processor_type", "ConvNextImageProcessorFast", ConvNextImageProcessor),
         ("image_processor_type", "ViTImageProcessorPil", ViTImageProcessor),
@@ -367,7 +527,8 @@ def test_output_is_batch_feature():
         _ = out.labels
 
 
-@pytest.mark.parametrize("processor", [ViTImageProcessor(size=8), ConvNextImageProcessor(size=8), TimmImageProcessor()],
+@pytest.mark.parametrize("processor", [ViTImageProcessor(size=8), ConvNextImageProcessor(size=8), TimmImageProcessor(),
+                                       BitImageProcessor(size=8, crop_size=8), DINOv3ViTImageProcessor(size=8)],
                          ids=lambda p: type(p).__name__)
 def test_return_tensors_jax(processor):
     image = random_images([(20, 30)], seed=13)[0]
@@ -441,6 +602,8 @@ def test_different_output_sizes_cannot_batch():
         (lambda: TimmImageProcessor(mean=(0.5, 0.5)), r"mean=\(0.5, 0.5\): expected 3 numbers"),
         (lambda: TimmImageProcessor.from_pretrained_cfg({}, crop_size=3), r"unknown option\(s\) \['crop_size'\]"),
         (lambda: ViTImageProcessor.from_dict({}, crop_pct=0.9), r"unknown option\(s\) \['crop_pct'\] for ViT"),
+        (lambda: DINOv3ViTImageProcessor(resample=0), r"resample=<Resampling.NEAREST: 0>: expected 2 \(BILINEAR\)"),
+        (lambda: BitImageProcessor(size={"longest_edge": 9}), "longest_edge"),
     ],
 )
 def test_bad_options(make, message):

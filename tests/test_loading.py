@@ -1,5 +1,6 @@
 """Loading through the public path: hub cache layout, offline, file formats, and every error a user can hit."""
 
+import dataclasses
 import json
 import struct
 
@@ -9,10 +10,11 @@ import pytest
 import safetensors.numpy
 import torch
 import transformers
-from helpers import assert_parity, randomize_torch_module, write_to_hub_cache
+from helpers import assert_parity, randomize_torch_module, write_sharded_safetensors, write_to_hub_cache
 
 from jaxbackbones import AutoBackbone, AutoConfig, CheckpointError, CheckpointMismatchError
-from jaxbackbones.checkpoint import read_safetensors
+from jaxbackbones.checkpoint import flat_state, iter_checkpoint, read_safetensors
+from jaxbackbones.convert import hf_swin
 
 SMALL = dict(embedding_size=8, hidden_sizes=[16, 24, 32], depths=[1, 2, 1], out_indices=[0, 1, 2, 3])
 
@@ -222,3 +224,105 @@ def test_bfloat16_checkpoint_is_read_without_torch(tmp_path, torch_model, pixels
     outputs = model(jnp.asarray(pixels.transpose(0, 2, 3, 1)))
     for ref, ours in zip(reference, outputs.feature_maps):
         assert_parity(ref.detach().numpy(), np.asarray(ours).transpose(0, 3, 1, 2))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sharded checkpoints, read file by file
+
+SWIN = dict(embed_dim=16, depths=[1, 2], num_heads=[1, 2], window_size=4, image_size=32, out_indices=[1, 2])
+SPLIT_BLOCK = "encoder.layers.1.blocks.1.attention.self."
+
+
+@pytest.fixture(scope="module")
+def torch_swin():
+    return randomize_torch_module(transformers.SwinBackbone(transformers.SwinConfig(**SWIN)).eval(), seed=5)
+
+
+@pytest.fixture(scope="module")
+def swin_tensors(torch_swin, tmp_path_factory):
+    """The tensors of `torch_swin` as save_pretrained writes them (the hub's names, not the in-memory ones)."""
+    folder = tmp_path_factory.mktemp("swin")
+    torch_swin.save_pretrained(folder)
+    return {key: np.array(array) for key, array in read_safetensors(folder / "model.safetensors").items()}
+
+
+def split_shards(keys):
+    """Three files, with one attention's query, key and value in different files (so its fusion waits for the last)."""
+    keys = sorted(keys)
+    split = [SPLIT_BLOCK + f"{role}.weight" for role in ("query", "key", "value")]
+    rest = [key for key in keys if key not in split]
+    third = len(rest) // 3
+    return [rest[:third] + split[:1], rest[third:2 * third] + split[1:2], rest[2 * third:] + split[2:]]
+
+
+def swin_pixels():
+    return np.random.default_rng(2).standard_normal((1, 3, 40, 36)).astype(np.float32)
+
+
+def test_sharded_checkpoint_with_an_attention_split_across_files(torch_swin, swin_tensors, tmp_path):
+    tensors = swin_tensors
+    torch_swin.config.save_pretrained(tmp_path / "sharded")
+    write_sharded_safetensors(tmp_path / "sharded", tensors, split_shards(tensors))
+    write_to_hub_cache(tmp_path / "sharded", "test-org/swin-split")
+    model = AutoBackbone.from_pretrained("test-org/swin-split")
+    assert_loaded_matches(model, reference_maps(torch_swin, swin_pixels()), swin_pixels())
+
+    torch_swin.save_pretrained(tmp_path / "single")
+    single = AutoBackbone.from_pretrained(tmp_path / "single")
+    expected = {path: np.asarray(v[...]) for path, v in flat_state(single).items()}
+    for path, variable in flat_state(model).items():
+        np.testing.assert_array_equal(np.asarray(variable[...]), expected[path], err_msg=path)
+    # The cached conversion is the same too.
+    cached = AutoBackbone.from_pretrained("test-org/swin-split")
+    for path, variable in flat_state(cached).items():
+        np.testing.assert_array_equal(np.asarray(variable[...]), expected[path], err_msg=path)
+
+
+def test_iter_checkpoint_reads_file_by_file_and_keeps_groups_together(swin_tensors, tmp_path):
+    tensors = swin_tensors
+    shards = split_shards(tensors)
+    files = write_sharded_safetensors(tmp_path, tensors, shards)
+    parts = list(iter_checkpoint(files, hf_swin.TABLE))
+    for part in parts:
+        for key, array in part.items():
+            np.testing.assert_array_equal(array, tensors[key], err_msg=key)
+    assert sorted(key for part in parts for key in part) == sorted(tensors)
+    # Per file, the keys prepare takes alone, then one part per attention whose query, key and value are all read.
+    groups = [part for part in parts if {hf_swin.prepare_group(key) for key in part} != {None}]
+    assert all(len({hf_swin.prepare_group(key) for key in part}) == 1 for part in groups)
+    alone = [set(part) for part in parts if part not in groups]
+    assert alone == [{key for key in keys if hf_swin.prepare_group(key) is None} for keys in shards]
+    split = {SPLIT_BLOCK + f"{role}.weight" for role in ("query", "key", "value")}
+    (joined,) = [index for index, part in enumerate(parts) if split & set(part)]
+    third_file = next(index for index, part in enumerate(parts) if set(part) == alone[2])
+    assert split < set(parts[joined]) and joined > third_file  # prepared once the third file is read
+    assert all(len(part) == 6 for part in groups)  # query, key and value, weight and bias
+    # A prepare without groups sees the whole checkpoint at once; a table without prepare goes file by file.
+    ungrouped = dataclasses.replace(hf_swin.TABLE, prepare_groups=None)
+    assert [len(part) for part in iter_checkpoint(files, ungrouped)] == [len(tensors)]
+    unprepared = dataclasses.replace(hf_swin.TABLE, prepare=None, prepare_groups=None)
+    assert [set(part) for part in iter_checkpoint(files, unprepared)] == [set(keys) for keys in shards]
+    # A key in two files is refused.
+    safetensors.numpy.save_file({shards[0][0]: tensors[shards[0][0]]}, files[2])
+    with pytest.raises(CheckpointError, match=f"{shards[0][0]!r} appears in more than one shard"):
+        list(iter_checkpoint(files, hf_swin.TABLE))
+
+
+def test_sharded_checkpoint_errors_name_keys_of_every_file(torch_swin, swin_tensors, tmp_path):
+    tensors = dict(swin_tensors)
+    shards = split_shards(tensors)
+    missing = shards[0].pop(0)  # from the first file
+    del tensors[missing]
+    shards[1].append("encoder.layers.7.blocks.0.layernorm_before.weight")  # unexpected, in the second
+    tensors[shards[1][-1]] = np.ones(16, np.float32)
+    mismatched = shards[2][0]  # misshapen, in the third
+    tensors[mismatched] = tensors[mismatched][..., :1]
+    torch_swin.config.save_pretrained(tmp_path)
+    write_sharded_safetensors(tmp_path, tensors, shards)
+    with pytest.raises(CheckpointMismatchError) as error:
+        AutoBackbone.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert "missing from the checkpoint (" in message and "unexpected in the checkpoint (1): " in message
+    assert "encoder.layers.7.blocks.0.layernorm_before.weight" in message
+    assert f"shape mismatches (1): {mismatched} ->" in message
+    assert "model-00001-of-00003.safetensors, " in message and "model-00003-of-00003.safetensors" in message

@@ -128,12 +128,10 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     model.save_pretrained(tmp_path / "out")
     original = (tmp_path / "out" / NATIVE_WEIGHTS_NAME).read_bytes()
 
-    def failing_write(path, tensors, metadata=None):
-        with open(path, "wb") as file:
-            file.write(b"half a file")
+    def failing_write(writer, key, array):  # the disk fills up after the header, mid-way through the tensors
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "write_safetensors", failing_write)
+    monkeypatch.setattr(checkpoint.SafetensorsWriter, "write", failing_write)
     other = AutoBackbone.from_config(ResNetConfig(**SMALL), rngs=nnx.Rngs(9))
     with pytest.raises(OSError, match="No space left on device"):
         other.save_pretrained(tmp_path / "out")

@@ -82,7 +82,7 @@ def test_on_8_virtual_devices():
     env.pop("PYTEST_XDIST_WORKER", None)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "multidevice", __file__],
-        cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=480, check=False,
+        cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
@@ -224,6 +224,125 @@ def test_multidevice_from_pretrained_places_weights_sharded(tmp_path):
     reference.eval()
     for a, b in zip(reference(jnp.asarray(pixels((8, 32, 32, 3)))).feature_maps, outputs.feature_maps):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def sharded_swin_checkpoint(tmp_path):
+    """A transformers Swin checkpoint in three files, one attention's query, key and value in different files."""
+    import transformers
+    from helpers import randomize_torch_module, write_sharded_safetensors
+
+    from jaxbackbones.checkpoint import read_safetensors
+
+    config = transformers.SwinConfig(embed_dim=16, depths=[1, 2], num_heads=[2, 4], window_size=4, image_size=32,
+                                     out_indices=[1, 2])
+    torch_model = randomize_torch_module(transformers.SwinBackbone(config).eval(), seed=6)
+    torch_model.save_pretrained(tmp_path / "single")
+    tensors = {k: np.array(a) for k, a in read_safetensors(tmp_path / "single" / "model.safetensors").items()}
+    split = [f"encoder.layers.1.blocks.1.attention.self.{role}.weight" for role in ("query", "key", "value")]
+    rest = sorted(set(tensors) - set(split))
+    third = len(rest) // 3
+    config.save_pretrained(tmp_path / "sharded")
+    write_sharded_safetensors(tmp_path / "sharded", tensors, [rest[:third] + split[:1],
+                                                              rest[third:2 * third] + split[1:2],
+                                                              rest[2 * third:] + split[2:]])
+    return tmp_path / "sharded", tensors
+
+
+def device_bytes(model):
+    """Bytes of model state each device holds: the sum of its shards' sizes."""
+    held = {}
+    for variable in flat_state(model).values():
+        for shard in variable[...].addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return held
+
+
+@multidevice
+def test_multidevice_from_pretrained_reads_each_devices_slice_only(sharded_swin_checkpoint, monkeypatch):
+    folder, _ = sharded_swin_checkpoint
+    mesh = sharding.make_mesh((DEVICES,), ("data",))
+    reference = AutoBackbone.from_pretrained(folder, cache_conversion=False)
+    assert reference.stages[1].blocks[1].attn.qkv.kernel[...].sharding.is_fully_replicated  # one device
+    expected = arrays(reference)
+
+    slices = []  # (full shape, shape of what one callback returned)
+    make_array = jax.make_array_from_callback
+
+    def recording(shape, array_sharding, callback, *args, **kwargs):
+        def recorded(index):
+            value = callback(index)
+            slices.append((tuple(shape), value.shape))
+            return value
+
+        return make_array(shape, array_sharding, recorded, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "make_array_from_callback", recording)
+    model = AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="data", cache_conversion=False)
+    monkeypatch.undo()
+    assert specs(model) == {path: spec for path, spec in specs(sharding.shard_model(reference, mesh, "data")).items()}
+
+    model_bytes, sharded_bytes = 0, 0
+    for path, variable in flat_state(model).items():
+        array = variable[...]
+        np.testing.assert_array_equal(np.asarray(array), expected[path], err_msg=path)  # bit for bit
+        assert array.dtype == expected[path].dtype
+        model_bytes += array.nbytes
+        if "data" in array.sharding.spec:
+            sharded_bytes += array.nbytes
+            assert sorted(shard.data.size for shard in array.addressable_shards) == [array.size // DEVICES] * DEVICES
+    assert sharded_bytes > 0.9 * model_bytes  # nearly every byte is in a split array
+    # Each device holds its slices and the replicated rest, nothing more; no callback made more than a device's slice.
+    held = device_bytes(model)
+    assert set(held) == set(mesh.devices.flat)
+    assert set(held.values()) == {model_bytes - sharded_bytes + sharded_bytes // DEVICES}
+    split_shapes = {tuple(v[...].shape) for v in flat_state(model).values() if "data" in v[...].sharding.spec}
+    for shape, returned in slices:
+        if shape in split_shapes:
+            assert np.prod(returned) == np.prod(shape) // DEVICES, (shape, returned)
+    assert len(slices) >= len(flat_state(model))
+
+    # By repo id: the conversion is cached (gathered one array at a time) and read back sharded, the same values.
+    from helpers import write_to_hub_cache
+
+    from jaxbackbones import hub
+
+    commit = write_to_hub_cache(folder, "test-org/swin-sharded-mesh")
+    AutoBackbone.from_pretrained("test-org/swin-sharded-mesh", mesh=mesh, shard_axis="data")
+    assert (hub.conversion_cache_dir() / "models--test-org--swin-sharded-mesh" / commit / "float32").is_dir()
+    cached = AutoBackbone.from_pretrained("test-org/swin-sharded-mesh", mesh=mesh, shard_axis="data")
+    assert specs(cached) == specs(model)
+    for path, value in arrays(cached).items():
+        np.testing.assert_array_equal(value, expected[path], err_msg=path)
+
+    # bfloat16 parameters: each slice cast on its own (round to nearest even, as one device's cast)
+    half = AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="data", param_dtype=jnp.bfloat16,
+                                       cache_conversion=False)
+    for path, value in arrays(half).items():
+        assert value.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(value, expected[path].astype(jnp.bfloat16), err_msg=path)
+
+
+@multidevice
+def test_multidevice_sharded_checkpoint_errors_name_every_key(sharded_swin_checkpoint):
+    from helpers import write_sharded_safetensors
+
+    from jaxbackbones import CheckpointMismatchError
+
+    folder, tensors = sharded_swin_checkpoint
+    tensors = dict(tensors)
+    del tensors["encoder.layers.0.blocks.0.layernorm_before.bias"]
+    tensors["encoder.layers.5.blocks.0.layernorm_before.bias"] = np.zeros(16, np.float32)
+    keys = sorted(tensors)
+    write_sharded_safetensors(folder, tensors, [keys[: len(keys) // 2], keys[len(keys) // 2:]])
+    for stale in sorted(folder.glob("model-*-of-00003.safetensors")):
+        stale.unlink()
+    mesh = sharding.make_mesh((DEVICES,), ("data",))
+    with pytest.raises(CheckpointMismatchError) as error:
+        AutoBackbone.from_pretrained(folder, mesh=mesh, shard_axis="data", cache_conversion=False)
+    message = str(error.value)
+    assert "missing from the checkpoint (1): stages.0.blocks.0.norm1.bias" in message
+    assert "unexpected in the checkpoint (1): encoder.layers.5.blocks.0.layernorm_before.bias" in message
 
 
 # --------------------------------------------------------------------------------------------------------------
