@@ -82,3 +82,23 @@ def write_to_hub_cache(folder: str | os.PathLike, repo_id: str, *, cache_dir: st
         (repo_dir / "refs").mkdir(exist_ok=True)
         (repo_dir / "refs" / ref).write_text(commit)
     return commit
+
+
+def _small_configs():
+    from jaxbackbones import ResNetConfig, SwinConfig, TimmBackboneConfig
+
+    return {
+        "resnet": lambda: ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[1, 2], out_indices=[0, 1, 2]),
+        "swin": lambda: SwinConfig(embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4, drop_path_rate=0.2,
+                                   hidden_dropout_prob=0.1, out_indices=[0, 1, 2]),
+        "timm_resnet": lambda: TimmBackboneConfig("resnet26d", out_indices=[0, 1, 2], model_args={
+            "layers": [1, 1], "channels": [8, 16], "stem_width": 8}),
+        "timm_swin": lambda: TimmBackboneConfig("swin_tiny_patch4_window7_224", out_indices=[0, 1], model_args={
+            "embed_dim": 16, "depths": [2, 1], "num_heads": [1, 2], "window_size": 4, "img_size": 32,
+            "drop_path_rate": 0.2}),
+    }
+
+
+# One small config per family and checkpoint layout (name -> a function returning a fresh config): the tests that
+# must hold for every backbone (Linen <-> NNX, Orbax) run over these. A new family adds one line.
+SMALL_CONFIGS = _small_configs()
