@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import flax.linen as nn
@@ -13,24 +12,12 @@ import optax
 import pytest
 import transformers
 from flax import nnx, traverse_util
-from helpers import SMALL_CONFIGS, randomize_torch_module, write_to_hub_cache
+from helpers import SMALL_CONFIGS, fresh_model, randomize_torch_module, write_to_hub_cache
 
 from jaxbackbones import AutoBackbone, ResNetConfig, SwinConfig
 from jaxbackbones import linen as jl
 
 FAMILIES = sorted(SMALL_CONFIGS)
-
-
-@functools.lru_cache(maxsize=None)
-def _built(family):
-    config = SMALL_CONFIGS[family]()
-    return nnx.split(AutoBackbone.from_config(config, rngs=nnx.Rngs(0)))  # random init is the slow part: once
-
-
-def fresh_model(family):
-    """A new random-initialised model of the family's small config (train mode, as from_config returns it)."""
-    graphdef, state = _built(family)
-    return nnx.merge(graphdef, jax.tree.map(lambda array: array, state))  # new Variables: the cache stays as built
 
 
 def _images(shape=(2, 32, 32, 3), seed=1):
