@@ -85,7 +85,7 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
 HUB_PROBE_SECONDS = 3.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
     """None if a TCP connection to the hub `endpoint` (or to the proxy the environment sets for it) opens within
     `timeout` seconds; otherwise why not. Asked once per process and endpoint."""

@@ -42,7 +42,7 @@ from flax.core import FrozenDict, meta
 from flax.nnx import bridge
 from flax.nnx.variablelib import variable_name_from_type
 
-from .auto import AutoBackbone, FAMILIES
+from .auto import FAMILIES, AutoBackbone
 from .layers import DropPath
 
 Path = tuple[str, ...]

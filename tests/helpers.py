@@ -107,7 +107,7 @@ def _small_configs():
 SMALL_CONFIGS = _small_configs()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _built(family: str):
     from flax import nnx
 
