@@ -251,6 +251,23 @@ def load_variables(variables: Mapping, pretrained: Mapping, path: str | Sequence
             for name, tree in result.items()}
 
 
+def init_with_pretrained(model: nn.Module, rngs, *args, pretrained: Mapping[str, Mapping], **kwargs) -> dict:
+    """`model.init(rngs, *args, **kwargs)` with the variables of the submodules at the paths of `pretrained`
+    (`{"backbone": backbone_variables}`) taken from there, as `load_variables` puts them.
+
+    Runs under `jax.jit`, so the random weights the replaced submodules would draw are never computed (nor their
+    forward pass): for a ResNet-50 backbone this is the difference between compiling its whole initialisation and
+    compiling the head's.
+    """
+    def init(rngs, args, pretrained):
+        variables = model.init(rngs, *args, **kwargs)
+        for path, tree in pretrained.items():
+            variables = load_variables(variables, tree, path)
+        return variables
+
+    return jax.jit(init)(rngs, args, dict(pretrained))
+
+
 class _KeyProbe(nn.Module):
     names: tuple[str, ...] = ()
     stream: str = "dropout"

@@ -219,9 +219,11 @@ def test_pretrained_backbone_in_a_linen_model(tmp_path):
     assert_identical(reference(x), backbone.apply(pretrained, x))
 
     model = Classifier(backbone=backbone, num_classes=5)
-    variables = model.init(jax.random.key(0), x)
-    variables = jl.load_variables(variables, pretrained, "backbone")
+    variables = jl.load_variables(jax.jit(model.init)(jax.random.key(0), x), pretrained, "backbone")
     assert_same_flat(_flat(pretrained["params"]), _flat(variables["params"]["backbone"]))
+    # the same, without drawing (or compiling) the backbone's random weights
+    assert_same_flat(_flat(variables), _flat(jl.init_with_pretrained(model, jax.random.key(0), x,
+                                                                       pretrained={"backbone": pretrained})))
     logits = model.apply(variables, x)
     features = reference(x).feature_maps[-1].mean(axis=(1, 2))
     head = variables["params"]["head"]
