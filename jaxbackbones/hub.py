@@ -7,11 +7,11 @@ what to do, and picks the weight files of a checkpoint.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import socket
 import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -83,12 +83,22 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
 
 
 HUB_PROBE_SECONDS = 3.0
+HUB_PROBE_RETRY_SECONDS = 60.0  # a failed probe is trusted this long, then asked again (the network may be back)
+_probes: dict[tuple[str, float], tuple[float, str | None]] = {}
 
 
-@functools.cache
 def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
     """None if a TCP connection to the hub `endpoint` (or to the proxy the environment sets for it) opens within
-    `timeout` seconds; otherwise why not. Asked once per process and endpoint."""
+    `timeout` seconds; otherwise why not. A success is remembered for the process, a failure for a minute."""
+    asked, answer = _probes.get((endpoint, timeout), (None, None))
+    if asked is not None and (answer is None or time.monotonic() - asked < HUB_PROBE_RETRY_SECONDS):
+        return answer
+    answer = _probe(endpoint, timeout)
+    _probes[(endpoint, timeout)] = (time.monotonic(), answer)
+    return answer
+
+
+def _probe(endpoint: str, timeout: float) -> str | None:
     url = urllib.parse.urlsplit(endpoint)
     host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
     proxy = urllib.request.getproxies().get(url.scheme)

@@ -78,7 +78,7 @@ def test_eval_outputs_and_variables_match_nnx(family):
 
 
 def test_init_draws_the_weights_nnx_draws_from_the_params_key():
-    config = SMALL_CONFIGS["resnet"]()
+    config = ResNetConfig(embedding_size=4, hidden_sizes=[8], depths=[1], layer_type="basic")  # few weights to draw
     module, key = jl.LinenBackbone.for_config(config), jax.random.key(7)
     initialised = jax.jit(module.init)(key, _images())
     drawn = jax.jit(lambda key: jl.to_variables(AutoBackbone.from_config(config, rngs=nnx.Rngs(params=key))))(
