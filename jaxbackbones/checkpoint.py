@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from . import safetensors_header
 from .convert.rules import Conversion, ConversionReport, Rule, Table
 from .sharding import place
 
@@ -39,6 +40,8 @@ NATIVE_FORMAT_VERSION = 1
 SAFETENSORS_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
+    "F8_E4M3FNUZ": ml_dtypes.float8_e4m3fnuz, "F8_E5M2FNUZ": ml_dtypes.float8_e5m2fnuz,
+    "F8_E8M0": ml_dtypes.float8_e8m0fnu, "C64": np.complex64,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }
@@ -49,44 +52,52 @@ class CheckpointError(ValueError):
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Memory-mapped, read-only arrays of a safetensors file; `CheckpointError` if it is damaged."""
+    """Memory-mapped, read-only arrays of a safetensors file; `CheckpointError` if it is damaged.
+
+    The file is validated as strictly as the `safetensors` library validates it (see `safetensors_header`): a file
+    is read here exactly when the library reads it, with the same tensors. Packed sub-byte dtypes (F4, F6_*) are
+    valid but not supported.
+    """
     path = Path(path)
     size = path.stat().st_size
     if size < 8:
         raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a safetensors header")
     with open(path, "rb") as file:
         (header_size,) = struct.unpack("<Q", file.read(8))
+        if header_size > safetensors_header.MAX_HEADER_SIZE:
+            raise CheckpointError(f"{path} is corrupt or not a safetensors file: its header claims {header_size} "
+                                  f"bytes, more than the format's limit of {safetensors_header.MAX_HEADER_SIZE}")
         if header_size > size - 8:
             raise CheckpointError(
                 f"{path} is truncated or not a safetensors file: the header claims {header_size} bytes, "
                 f"the file has {size - 8} after the length field"
             )
-        try:
-            header = json.loads(file.read(header_size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{path} is corrupt: its safetensors header is not valid JSON ({error})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is corrupt: its safetensors header is not a JSON object")
-    header.pop("__metadata__", None)
-
+        header = file.read(header_size)
+    try:
+        entries, _, data_end = safetensors_header.parse(header)
+    except safetensors_header.HeaderError as error:
+        raise CheckpointError(f"{path} is corrupt: {error}") from None
     data_start = 8 + header_size
     data_size = size - data_start
+    if data_end > data_size:
+        name = max(entries, key=lambda key: entries[key].end)
+        raise CheckpointError(f"{path} is truncated: tensor {name!r} ends at byte {data_end} of the data section, "
+                              f"which has only {data_size} bytes")
+    if data_end < data_size:
+        raise CheckpointError(f"{path} is corrupt: its tensors end at byte {data_end} of the data section, which "
+                              f"has {data_size} bytes (the format allows no trailing bytes)")
+    unsupported = sorted({entry.dtype for entry in entries.values() if entry.dtype not in SAFETENSORS_DTYPES})
+    if unsupported:
+        raise CheckpointError(f"{path} holds tensors of dtype {', '.join(unsupported)}, which jaxbackbones does not "
+                              f"read (supported: {', '.join(SAFETENSORS_DTYPES)})")
     buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_size,)) if data_size else None
     tensors = {}
-    for name, entry in header.items():
-        try:
-            dtype = np.dtype(SAFETENSORS_DTYPES[entry["dtype"]])
-            shape = tuple(int(dim) for dim in entry["shape"])
-            begin, end = (int(offset) for offset in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path} is corrupt: bad header entry for tensor {name!r}: {entry!r}") from None
-        if end - begin != int(np.prod(shape)) * dtype.itemsize or begin < 0:
-            raise CheckpointError(f"{path} is corrupt: tensor {name!r} of shape {shape} has byte range "
-                                  f"[{begin}, {end})")
-        if end > data_size:
-            raise CheckpointError(f"{path} is truncated: tensor {name!r} ends at byte {end} of the data section, "
-                                  f"which has only {data_size} bytes")
-        tensors[name] = buffer[begin:end].view(dtype).reshape(shape) if end > begin else np.zeros(shape, dtype)
+    for name, entry in entries.items():
+        dtype = np.dtype(SAFETENSORS_DTYPES[entry.dtype])
+        if entry.end > entry.begin:
+            tensors[name] = buffer[entry.begin:entry.end].view(dtype).reshape(entry.shape)
+        else:
+            tensors[name] = np.zeros(entry.shape, dtype)
     return tensors
 
 

@@ -11,26 +11,47 @@ DEFAULT_MODEL = "microsoft/resnet-50"
 
 
 def _load_backbone(args):
-    """(model, processor, note): the checkpoint's, or the default config with random weights when it cannot be had."""
-    from . import AutoBackbone, AutoConfig
-    from .image_processing import AutoImageProcessor, ConvNextImageProcessor
+    """(model, processor, note): the checkpoint's, or the named architecture with random weights when its weights
+    cannot be had (or with --random-init). Raises `ValueError` when the architecture cannot be known offline."""
+    from . import AutoBackbone
+    from .image_processing import AutoImageProcessor
 
-    selection = {"out_indices": args.out_indices, "out_features": args.out_features}
+    selection = {key: list(value) for key, value in
+                 (("out_indices", args.out_indices), ("out_features", args.out_features)) if value is not None}
     if not args.random_init:
         try:
             model = AutoBackbone.from_pretrained(args.model, **selection)
             return model, AutoImageProcessor.from_pretrained(args.model), None
         except OSError as error:
-            reason = str(error).splitlines()[0]
-            note = (f"could not load {args.model!r} ({reason}); using the default ResNet-50 config with RANDOM "
-                    "weights: the shapes are right, the values mean nothing")
+            reason = f"could not load {args.model!r} ({str(error).splitlines()[0]})"
     else:
-        note = "--random-init: using the default ResNet-50 config with RANDOM weights"
-    config = AutoConfig.for_model("resnet", **{k: list(v) for k, v in selection.items() if v is not None})
+        reason = "--random-init"
+    config, processor = _architecture(args.model, selection, reason)
     model = AutoBackbone.from_config(config)
     model.eval()
-    # microsoft/resnet-50's preprocessing: shorter side to 256, centre 224 crop, bicubic, ImageNet statistics.
-    return model, ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875), note
+    note = (f"{reason}; using the {args.model} architecture with RANDOM weights: the shapes are right, the values "
+            "mean nothing")
+    return model, processor, note
+
+
+def _architecture(name: str, selection: dict, reason: str):
+    """(config, processor) of the architecture `name` names, known without downloading: a timm architecture, a
+    known hub repo id (`jaxbackbones models` lists both), or a local folder or cached hub config."""
+    from . import AutoConfig, catalog
+    from .image_processing import AutoImageProcessor
+
+    config = None if Path(name).is_dir() else catalog.offline_config(name, **selection)
+    if config is not None:
+        return config, catalog.offline_processor(name, config)
+    try:
+        config = AutoConfig.from_pretrained(name, **selection)
+        return config, AutoImageProcessor.from_pretrained(name)
+    except OSError as error:
+        raise ValueError(
+            f"{reason}, and jaxbackbones cannot know the architecture of {name!r} without its config.json "
+            f"({str(error).splitlines()[0]}). Offline it builds timm architecture names and the hub repos "
+            "`jaxbackbones models` lists; for others, download the checkpoint once while online."
+        ) from None
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -154,6 +175,25 @@ def info(args) -> int:
     return 0
 
 
+def models(args) -> int:
+    """`jaxbackbones models`: every family, layout and architecture name, with its stages, without any weights."""
+    from . import catalog
+
+    pattern = (args.pattern or "").lower()
+    for model_type, description, names in catalog.models():
+        shown = [name for name in names if pattern in name.lower() or pattern in model_type]
+        if not shown:
+            continue
+        print(f"{model_type}: {description}")
+        for name in shown:
+            stages = catalog.stages(catalog.config_of_listing(model_type, name))
+            print(f"  {name:<42}" + "  ".join(f"{i}:{stage} {channels}/{reduction}"
+                                               for i, (stage, channels, reduction) in enumerate(stages)))
+    print("\nstages as out_indices:stage_name channels/reduction (the stride relative to the input); each name "
+          "builds offline with `jaxbackbones extract --model NAME --random-init`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jaxbackbones` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="jaxbackbones", description="Vision backbones in JAX from hub checkpoints.")
@@ -162,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     extract_parser = commands.add_parser("extract", help="print (and save) the feature maps of images")
     extract_parser.add_argument("images", nargs="*", type=Path, default=[SAMPLE_IMAGE],
                                 help="image files or folders of images (default: the bundled sample image)")
-    extract_parser.add_argument("--model", default=DEFAULT_MODEL, help="hub repo id or local folder")
+    extract_parser.add_argument("--model", default=DEFAULT_MODEL,
+                                help="hub repo id, local folder, or timm architecture name")
     selection = extract_parser.add_mutually_exclusive_group()
     selection.add_argument("--out-indices", type=int, nargs="+", help="stage indices, e.g. 1 2 3 4 or -1")
     selection.add_argument("--out-features", nargs="+", help="stage names, e.g. stage1 stage4")
-    extract_parser.add_argument("--random-init", action="store_true", help="random weights, no download")
+    extract_parser.add_argument("--random-init", action="store_true",
+                                help="the --model architecture with random weights, no download")
     extract_parser.add_argument("--save", type=Path, help="write the feature maps to this .npz file")
     extract_parser.add_argument("--plot", type=Path, help="write a PNG grid of channel-mean maps per stage")
     extract_parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
@@ -194,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     info_parser.add_argument("model", help="hub repo id or local folder")
     info_parser.add_argument("--revision")
     info_parser.set_defaults(handler=info)
+
+    models_parser = commands.add_parser("models", help="supported families, layouts and architectures, with stages")
+    models_parser.add_argument("pattern", nargs="?", help="show only names (or model types) containing this")
+    models_parser.set_defaults(handler=models)
 
     args = parser.parse_args(argv)
     if args.command == "extract" and args.out_indices is None and args.out_features is None:

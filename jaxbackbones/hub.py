@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from huggingface_hub import constants, hf_hub_download
@@ -49,8 +54,10 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
     repo_id = str(name_or_path)
     if repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise OSError(f"{repo_id!r} is neither a local folder nor a hub repo id of the form 'org/name'")
+    unreachable = None if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        # Without a network the hub client retries for ~25 s before it looks in the cache: go to the cache at once.
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=unreachable is not None))
     except RevisionNotFoundError as error:
         raise OSError(f"revision {revision!r} does not exist in hub repo {repo_id!r}") from error
     except RepositoryNotFoundError as error:
@@ -59,7 +66,12 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
         if not required:
             return None
         where = f"revision {revision!r} of " if revision else ""
-        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        if constants.HF_HUB_OFFLINE:
+            reason = "HF_HUB_OFFLINE is set (unset it to download)"
+        else:
+            reason = (f"the hub ({constants.ENDPOINT}) cannot be reached: {unreachable or 'the download failed'}; "
+                      "connect to the internet (behind a proxy, set HTTPS_PROXY) to download it, or set "
+                      "HF_HUB_OFFLINE=1 to use the cache without trying")
         raise OSError(
             f"{filename} of {where}{repo_id!r} is not in the local cache ({constants.HF_HUB_CACHE}) and {reason}. "
             "Download it once while online, or pass a local folder."
@@ -68,6 +80,44 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
         if not required:
             return None
         raise OSError(f"hub repo {repo_id!r} has no file named {filename}") from error
+
+
+HUB_PROBE_SECONDS = 3.0
+HUB_PROBE_RETRY_SECONDS = 60.0  # a failed probe is trusted this long, then asked again (the network may be back)
+_probes: dict[tuple[str, float], tuple[float, str | None]] = {}
+
+
+def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """None if a TCP connection to the hub `endpoint` (or to the proxy the environment sets for it) opens within
+    `timeout` seconds; otherwise why not. A success is remembered for the process, a failure for a minute."""
+    asked, answer = _probes.get((endpoint, timeout), (None, None))
+    if asked is not None and (answer is None or time.monotonic() - asked < HUB_PROBE_RETRY_SECONDS):
+        return answer
+    answer = _probe(endpoint, timeout)
+    _probes[(endpoint, timeout)] = (time.monotonic(), answer)
+    return answer
+
+
+def _probe(endpoint: str, timeout: float) -> str | None:
+    url = urllib.parse.urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and host and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname, proxy_url.port or (443 if proxy_url.scheme == "https" else 80)
+    outcome: dict[str, str | None] = {}
+
+    def connect():  # in a thread: a name lookup can hang longer than any socket timeout
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome["error"] = None
+        except OSError as error:
+            outcome["error"] = f"{host}:{port}: {error.strerror or error}"
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome.get("error", f"{host}:{port} did not answer within {timeout:g} s")
 
 
 def load_config_dict(name_or_path: str | os.PathLike, *, revision: str | None = None) -> dict:

@@ -118,6 +118,15 @@ def shard_model(node, mesh: Mesh, axis: Axis = None, *, min_size: int = 0):
     return node
 
 
+def abstract_state(node, mesh: Mesh, axis: Axis = None, *, min_size: int = 0):
+    """The state of an NNX module or optimizer (abstract, from `nnx.eval_shape`, or not) as `jax.ShapeDtypeStruct`s
+    carrying the `NamedSharding` `shard_model` gives each variable: the target to restore a checkpoint onto, so
+    that each device reads only its own shards (`orbax.checkpoint.args.StandardRestore(abstract_state(...))`)."""
+    state = nnx.state(node)
+    return jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=sharding),
+                        state, state_shardings(state, mesh, axis, min_size=min_size))
+
+
 def _move(value, sharding: jax.sharding.Sharding) -> jax.Array:
     if sharding.is_fully_addressable:
         return jax.device_put(value, sharding)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,62 @@ def write_sharded_safetensors(folder: str | os.PathLike, tensors: dict[str, np.n
              "weight_map": {key: name for name, keys in zip(names, shards) for key in keys}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return [folder / name for name in names]
+
+
+def _small_configs():
+    from jaxbackbones import ResNetConfig, SwinConfig, TimmBackboneConfig
+
+    return {
+        "resnet": lambda: ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[1, 2], out_indices=[0, 1, 2]),
+        "swin": lambda: SwinConfig(embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4, drop_path_rate=0.2,
+                                   hidden_dropout_prob=0.1, out_indices=[0, 1, 2]),
+        "timm_resnet": lambda: TimmBackboneConfig("resnet26d", out_indices=[0, 1, 2], model_args={
+            "layers": [1, 1], "channels": [8, 16], "stem_width": 8}),
+        "timm_swin": lambda: TimmBackboneConfig("swin_tiny_patch4_window7_224", out_indices=[0, 1], model_args={
+            "embed_dim": 16, "depths": [2, 1], "num_heads": [1, 2], "window_size": 4, "img_size": 32,
+            "drop_path_rate": 0.2}),
+    }
+
+
+# One small config per family and checkpoint layout (name -> a function returning a fresh config): the tests that
+# must hold for every backbone (Linen <-> NNX, Orbax) run over these. A new family adds one line.
+SMALL_CONFIGS = _small_configs()
+
+
+@functools.cache
+def _built(family: str):
+    from flax import nnx
+
+    from jaxbackbones import AutoBackbone
+
+    return nnx.split(AutoBackbone.from_config(SMALL_CONFIGS[family](), rngs=nnx.Rngs(0)))
+
+
+def fresh_model(family: str):
+    """A new model of `SMALL_CONFIGS[family]` with the weights of `nnx.Rngs(0)` (train mode, as from_config returns
+    it). Random initialisation compiles a kernel per weight shape, so it runs once per family and process."""
+    import jax
+    from flax import nnx
+
+    graphdef, state = _built(family)
+    return nnx.merge(graphdef, jax.tree.map(lambda array: array, state))  # new Variables: the cache stays as built
+
+
+MULTIDEVICE_COUNT = 8
+
+
+def run_multidevice_tests(tests_folder: str | os.PathLike, timeout: int = 900) -> None:
+    """Run every `multidevice` test of the folder in one subprocess with 8 virtual CPU devices (jax fixes the device
+    count when it starts); fail with its output unless they all pass."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={MULTIDEVICE_COUNT}"
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].strip()
+    env.pop("PYTEST_XDIST_WORKER", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "multidevice",
+         str(tests_folder)],
+        cwd=Path(tests_folder).parent, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert "passed" in summary and "skipped" not in summary, summary

@@ -1,5 +1,7 @@
 """The `jaxbackbones` command, run for real in a subprocess against the offline hub cache."""
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -10,9 +12,9 @@ import transformers
 from helpers import randomize_torch_module, write_to_hub_cache
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "jaxbackbones.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
 
 
 def test_extract_offline_falls_back_to_random_weights_and_says_so():
@@ -144,3 +146,79 @@ def test_extract_a_folder_with_plot(tmp_path):
 def test_extract_missing_image_is_an_error(tmp_path):
     result = run_cli("extract", str(tmp_path / "nope.jpg"), "--random-init")
     assert result.returncode == 1 and "nope.jpg is neither an image file nor a folder" in result.stderr
+
+
+def test_extract_random_init_builds_the_named_architecture():
+    result = run_cli("extract", "--model", "microsoft/swin-tiny-patch4-window7-224", "--random-init")
+    assert result.returncode == 0, result.stderr
+    assert "--random-init; using the microsoft/swin-tiny-patch4-window7-224 architecture with RANDOM" in result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["stage1", "stage2", "stage3", "stage4"]
+    assert lines[2].split()[1:5] == ["(1,", "56,", "56,", "96)"] and lines[5].split()[1:5] == ["(1,", "7,", "7,", "768)"]
+
+
+def test_random_init_knows_timm_names_and_known_repos_offline(tmp_path):
+    from jaxbackbones import ResNetConfig, SwinConfig, TimmBackboneConfig
+    from jaxbackbones.cli import _architecture
+    from jaxbackbones.image_processing import ConvNextImageProcessor, TimmImageProcessor, ViTImageProcessor
+
+    for name in ("resnet50", "resnet50.a1_in1k", "timm/resnet50.a1_in1k"):
+        config, processor = _architecture(name, {"out_indices": [1]}, "test")
+        assert config == TimmBackboneConfig("resnet50", out_indices=[1]) and isinstance(processor, TimmImageProcessor)
+    config, processor = _architecture("swin_base_patch4_window12_384", {}, "test")
+    assert config.timm_spec.img_size == (384, 384) and processor.input_size == (3, 384, 384)
+    config, processor = _architecture("microsoft/swin-tiny-patch4-window7-224", {}, "test")
+    assert config == SwinConfig() and isinstance(processor, ViTImageProcessor) and processor.size == {
+        "height": 224, "width": 224}
+    config, processor = _architecture("microsoft/resnet-18", {}, "test")
+    assert (config.layer_type, config.depths) == ("basic", [2, 2, 2, 2]) and isinstance(processor,
+                                                                                     ConvNextImageProcessor)
+    # a local folder (or a cached repo) names its architecture in config.json
+    ResNetConfig(depths=[1, 1], hidden_sizes=[8, 16], embedding_size=4).save_pretrained(tmp_path / "local")
+    transformers.ConvNextImageProcessor().save_pretrained(tmp_path / "local")
+    config, _ = _architecture(str(tmp_path / "local"), {}, "test")
+    assert config.hidden_sizes == [8, 16]
+    with pytest.raises(ValueError, match="cannot know the architecture of 'someone/mystery-net'"):
+        _architecture("someone/mystery-net", {}, "test")
+
+
+def test_extract_of_an_unknown_architecture_says_so_and_stops():
+    for flags in (["--random-init"], []):
+        result = run_cli("extract", "--model", "someone/mystery-net", *flags)
+        assert result.returncode == 1 and not result.stdout
+        assert "cannot know the architecture of 'someone/mystery-net'" in result.stderr
+        assert "jaxbackbones models" in result.stderr
+
+
+def test_an_unreachable_hub_is_detected_at_once():
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    result = run_cli("extract", "--model", "someone/mystery-net", env=env)
+    assert result.returncode == 1
+    assert f"the hub (http://127.0.0.1:{port}) cannot be reached" in result.stderr
+    assert "connect to the internet" in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
+    assert "Retrying" not in result.stderr  # the hub client's ~25 s of retries were skipped
+
+
+def test_models_lists_every_family_and_timm_architecture():
+    from jaxbackbones.auto import FAMILIES
+    from jaxbackbones.models.timm import supported_architectures
+
+    result = run_cli("models")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert {line.split(":")[0] for line in lines if line and not line.startswith(" ")} >= set(FAMILIES)
+    names = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert names >= set(supported_architectures()) | {"microsoft/resnet-50", "microsoft/swin-tiny-patch4-window7-224"}
+    swin = next(line for line in lines if line.startswith("  microsoft/swin-base-patch4-window12-384"))
+    assert swin.split()[1:] == ["0:stem", "128/4", "1:stage1", "128/4", "2:stage2", "256/8", "3:stage3", "512/16",
+                                "4:stage4", "1024/32"]
+    resnet = next(line for line in lines if line.startswith("  resnet50d "))
+    assert resnet.split()[1:3] == ["0:act1", "64/2"] and resnet.split()[-2:] == ["4:layer4", "2048/32"]
+
+    only = run_cli("models", "swin_s3").stdout.splitlines()
+    assert {line.split()[0] for line in only if line.startswith("  ")} == {
+        "swin_s3_tiny_224", "swin_s3_small_224", "swin_s3_base_224"}

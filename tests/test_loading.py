@@ -161,13 +161,18 @@ def test_corrupt_safetensors(tmp_path, torch_model):
     (header_size,) = struct.unpack("<Q", data[:8])
     data[8:12] = b"\xff\xfe{{"
     path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="header is not UTF-8"):
+        AutoBackbone.from_pretrained(tmp_path)
+    data[8:12] = b"{{{{"
+    path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="header is not valid JSON"):
         AutoBackbone.from_pretrained(tmp_path)
 
     header = {"x": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 8]}}
     blob = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(64))
-    with pytest.raises(CheckpointError, match=r"tensor 'x' of shape \(4, 4\) has byte range \[0, 8\)"):
+    with pytest.raises(CheckpointError, match=r"tensor 'x' of shape \(4, 4\) and dtype F32 needs 64 bytes, its byte "
+                                              r"range \[0, 8\) has 8"):
         read_safetensors(path)
 
 
@@ -326,3 +331,28 @@ def test_sharded_checkpoint_errors_name_keys_of_every_file(torch_swin, swin_tens
     assert "encoder.layers.7.blocks.0.layernorm_before.weight" in message
     assert f"shape mismatches (1): {mismatched} ->" in message
     assert "model-00001-of-00003.safetensors, " in message and "model-00003-of-00003.safetensors" in message
+
+
+def test_an_unreachable_hub_is_detected_at_once_and_the_cache_still_serves(tmp_path, monkeypatch, torch_model):
+    import socket
+
+    from jaxbackbones import hub
+
+    with socket.socket() as server:  # a listening port answers the probe
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert hub.hub_unreachable(f"http://127.0.0.1:{server.getsockname()[1]}") is None
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"  # nothing listens there any more
+    assert "127.0.0.1" in hub.hub_unreachable(endpoint)
+
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub.constants, "ENDPOINT", endpoint)
+    torch_model.save_pretrained(tmp_path / "repo")
+    write_to_hub_cache(tmp_path / "repo", "test-org/probe-cached")
+    assert hub.resolve_file("test-org/probe-cached", "config.json").is_file()  # from the cache, no retries
+    with pytest.raises(OSError, match=rf"not in the local cache .* the hub \({endpoint}\) cannot be reached: .*"
+                                      r"connect to the internet .*HF_HUB_OFFLINE=1"):
+        hub.resolve_file("test-org/probe-missing", "config.json")

@@ -1,7 +1,8 @@
 """Multi-device training: data parallel and FSDP-style sharding against one device, on 8 virtual CPU devices.
 
 The 8-device tests need `XLA_FLAGS=--xla_force_host_platform_device_count=8` before jax starts, so
-`test_on_8_virtual_devices` runs this file again in a subprocess with it; in the normal session they are deselected.
+`test_on_8_virtual_devices` runs every `multidevice` test of the suite in a subprocess with it; in the normal session
+they are deselected.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import run_multidevice_tests
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 
 from jaxbackbones import (
@@ -75,18 +77,10 @@ def test_one_device_mesh_and_argument_checks():
 
 
 def test_on_8_virtual_devices():
+    """Every `multidevice` test of the suite (this file's, test_orbax.py's), in one subprocess with 8 devices."""
     if jax.device_count() >= DEVICES:
         return  # already on 8 devices: the multidevice tests run directly in this session
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}".strip()
-    env.pop("PYTEST_XDIST_WORKER", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "multidevice", __file__],
-        cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=900, check=False,
-    )
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert "passed" in summary and "skipped" not in summary, summary
+    run_multidevice_tests(Path(__file__).parent)
 
 
 # --------------------------------------------------------------------------------------------------------------
