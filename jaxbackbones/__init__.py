@@ -8,6 +8,7 @@ from .checkpoint import CheckpointError
 from .configuration import PretrainedConfig
 from .convert.rules import CheckpointMismatchError, ConversionReport
 from .image_processing import AutoImageProcessor, ConvNextImageProcessor, TimmImageProcessor, ViTImageProcessor
+from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -25,7 +26,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "ConversionReport",
+    "ConvNextBackbone",
+    "ConvNextConfig",
     "ConvNextImageProcessor",
+    "ConvNextV2Config",
+    "DINOv3ConvNextConfig",
     "FPN",
     "PretrainedConfig",
     "load_backbone",

@@ -200,3 +200,36 @@ def checkpointed(enabled: bool, fn: Callable, *args):
     if not enabled:
         return fn(*args)
     return nnx.remat(fn)(*args)
+
+
+class LayerScale(nnx.Module):
+    """Multiplies the last axis by a learned per-channel vector `gamma` (CaiT's layer scale; ConvNeXt's
+    `layer_scale_parameter` / `gamma`). Initialised to `init_value`, as torch does."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5, *, param_dtype=jnp.float32):
+        self.gamma = nnx.Param(jnp.full((dim,), init_value, param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.gamma[...].astype(x.dtype)
+
+
+class GlobalResponseNorm(nnx.Module):
+    """ConvNeXt V2's Global Response Normalization over an NHWC map, statistics in float32.
+
+    Each channel's L2 norm over the spatial axes, divided by its mean over the channels (+ `eps`), rescales the
+    input: `x + bias + weight * (x * norm)`, as transformers' `ConvNextV2GRN` and timm's `GlobalResponseNorm`
+    compute it. `weight` and `bias` are (C,) vectors initialised to zero (the layer starts as the identity).
+    """
+
+    def __init__(self, dim: int, *, eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32):
+        self.weight = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        spatial = jnp.sqrt(jnp.sum(jnp.square(x32), axis=(1, 2), keepdims=True))
+        response = spatial / (jnp.mean(spatial, axis=-1, keepdims=True) + self.eps)
+        weight, bias = self.weight[...].astype(jnp.float32), self.bias[...].astype(jnp.float32)
+        return (x32 + bias + weight * (x32 * response)).astype(self.dtype)

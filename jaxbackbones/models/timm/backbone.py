@@ -5,7 +5,7 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 (preprocessing), next to `model.safetensors` or `pytorch_model.bin` holding the full timm state dict.
 
 `TIMM_ARCHITECTURES` lists the supported names with the keyword arguments timm's entrypoint functions pass to
-their model class, one table per family in this package (`resnet.py`, `swin.py`; tests/test_timm.py checks every
+their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`; tests/test_timm.py checks every
 entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve to the
 family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options, and
 runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
@@ -27,7 +27,8 @@ from ...backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ...configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ...training import configure as configure_training
 from ..common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
-from . import resnet, swin
+from . import convnext, resnet, swin
+from .convnext import ConvNeXtSpec
 from .resnet import ResNetSpec
 from .spec import TimmSpec
 from .swin import SwinSpec
@@ -36,11 +37,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec)
+TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec, ConvNeXtSpec)
 # timm name -> (family, the keyword arguments timm's entrypoint gives the family's model class).
 TIMM_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     **{name: ("resnet", args) for name, args in resnet.ARCHITECTURES.items()},
     **{name: ("swin", args) for name, args in swin.ARCHITECTURES.items()},
+    **{name: ("convnext", args) for name, args in convnext.ARCHITECTURES.items()},
 }
 _SPEC_OF_FAMILY = {spec.family: spec for spec in TIMM_SPECS}
 
@@ -61,6 +63,8 @@ def resolve_architecture(backbone: str | None, model_args: dict[str, Any]) -> Ti
         supported = ", ".join(supported_architectures())
         raise ValueError(f"{given}; jaxbackbones builds these timm architectures: {supported}")
     family, defaults = TIMM_ARCHITECTURES[architecture]
+    # timm.create_model drops None-valued keyword arguments, so they leave the entrypoint's value in place.
+    model_args = {key: value for key, value in model_args.items() if value is not None}
     return _SPEC_OF_FAMILY[family].from_args(backbone, {**defaults, **model_args})
 
 
