@@ -464,3 +464,42 @@ def test_load_backbone_from_a_head_config():
     assert isinstance(model.config, DINOv3ConvNextConfig) and model.channels == [8, 16, 24]
     shapes = nnx.eval_shape(lambda: load_backbone(as_dict)(jnp.zeros((1, 32, 32, 3))).feature_maps)
     assert [s.shape for s in shapes] == [(1, 8, 8, 8), (1, 4, 4, 16), (1, 2, 2, 24)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The command line, in process: convert --verify, info, export, for the transformers and the timm layout
+
+
+def test_cli_convert_verify_info_export(tmp_path, hub_cache, capsys):
+    import timm
+    from timm.models._hub import save_for_hf
+
+    from jaxbackbones import cli
+
+    sources = {}
+    v2 = torch_backbone("convnextv2", {**SMALL["convnextv2"], "num_labels": 3}, seed=15, cls_index=2)
+    sources["test-org/cli-convnextv2"] = ("stem", save_to_hub(v2, tmp_path, "test-org/cli-convnextv2"))
+    atto = randomize_torch_module(timm.create_model("convnext_atto", depths=(1, 1, 2, 1), dims=(8, 16, 24, 32)),
+                                  seed=16)
+    save_for_hf(atto, tmp_path / "atto", safe_serialization=True)
+    write_to_hub_cache(tmp_path / "atto", "timm/convnext_atto.d2_in1k")
+    sources["timm/convnext_atto.d2_in1k"] = ("stages.0", tmp_path / "atto")
+    for repo, (first_stage, folder) in sources.items():
+        out = tmp_path / repo.replace("/", "--")
+        assert cli.main(["convert", repo, str(out / "flax"), "--verify"]) == 0
+        printed = capsys.readouterr().out
+        assert "OK: worst relative difference" in printed
+        assert any(line.startswith(first_stage) for line in printed.splitlines())
+        assert cli.main(["info", str(out / "flax")]) == 0
+        assert "(native jaxbackbones format)" in capsys.readouterr().out
+        assert cli.main(["export", str(out / "flax"), str(out / "torch")]) == 0
+        original = safetensors_numpy(folder / "model.safetensors")
+        exported = safetensors_numpy(out / "torch" / "model.safetensors")
+        kept = [key for key in original if not key.startswith(("classifier.", "convnextv2.layernorm.", "head."))]
+        assert kept and all(np.array_equal(original[key], exported[key.removeprefix("convnextv2.")]) for key in kept)
+
+
+def safetensors_numpy(path):
+    from safetensors.numpy import load_file
+
+    return load_file(path)

@@ -313,6 +313,27 @@ def test_from_pretrained_legacy_feature_extractor(tmp_path):
     assert assert_same_as_transformers(folder, ViTImageProcessor).size == {"height": 224, "width": 224}
 
 
+# The preprocessor_config.json forms of the ConvNeXt repos: facebook/convnext-* (a feature extractor; size 224, or 384 for
+# the -384 repos, which are resized without a crop) and facebook/convnextv2-* (an image processor, size as a dict).
+CONVNEXT_REPOS = {
+    "convnext-224": LEGACY_CONVNEXT,
+    "convnext-384": {**LEGACY_CONVNEXT, "size": 384},
+    "convnextv2-224": {
+        "crop_pct": 0.875, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "ConvNextImageProcessor",
+        "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": 224},
+    },
+}
+CONVNEXT_REPOS["convnextv2-384"] = {**CONVNEXT_REPOS["convnextv2-224"], "size": {"shortest_edge": 384}}
+
+
+@pytest.mark.parametrize("repo", sorted(CONVNEXT_REPOS))
+def test_from_pretrained_convnext_repos(tmp_path, repo):
+    folder = write_json(tmp_path / repo, "preprocessor_config.json", CONVNEXT_REPOS[repo])
+    processor = assert_same_as_transformers(folder, ConvNextImageProcessor)
+    assert processor.size == {"shortest_edge": int(repo[-3:])}
+
+
 @pytest.mark.parametrize(
     "type_key, type_name, expected_class",
     [
