@@ -29,7 +29,7 @@ from jaxbackbones import (
 from jaxbackbones.auto import FAMILIES, export_pretrained
 from jaxbackbones.checkpoint import flat_state, load_converted
 from jaxbackbones.convert.rules import convert_state_dict
-from jaxbackbones.layers import GlobalResponseNorm, LayerScale
+from jaxbackbones.layers import GlobalResponseNorm, LayerScale, conv_general_dilated, depthwise_conv_shifted
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -264,6 +264,36 @@ def test_global_response_norm_matches_transformers_and_timm():
     assert_parity(nhwc(timm_grn(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy()), ours(x),
                   name="timm GRN (channels first)")
     np.testing.assert_array_equal(GlobalResponseNorm(16)(x), x)  # zero-initialised: the identity
+
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize("kernel, padding", [(7, ((3, 3), (3, 3))), (3, ((0, 2), (1, 0)))])
+def test_depthwise_convolution_matches_torch_and_lax(kernel, padding):
+    """The shifted-sum depthwise convolution (CPU) against torch's grouped Conv2d, and its hand-written gradients
+    against autodiff of XLA's grouped convolution (what other platforms run)."""
+    x = nhwc(pixels(2, 11, 9, 6, seed=8))
+    w = np.random.RandomState(8).randn(kernel, kernel, 1, 6).astype(np.float32)
+    (top, bottom), (left, right) = padding
+    padded = torch.nn.functional.pad(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), (left, right, top, bottom))
+    reference = torch.nn.functional.conv2d(padded, torch.from_numpy(w.transpose(3, 2, 0, 1).copy()), groups=6)
+    ours = jax.jit(lambda x, w: conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC,
+                                                     feature_group_count=6))
+    assert "convolution" not in ours.lower(x, w).as_text()  # on CPU the shifted sum replaces the convolution
+    assert_parity(nhwc(reference.numpy()), ours(x, w))
+
+    def lax_conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC, feature_group_count=6)
+
+    probe = jnp.asarray(np.random.RandomState(9).randn(*lax_conv(x, w).shape).astype(np.float32))
+    expected = jax.grad(lambda x, w: jnp.sum(lax_conv(x, w) * probe), argnums=(0, 1))(x, w)
+    got = jax.jit(jax.grad(lambda x, w: jnp.sum(ours(x, w) * probe), argnums=(0, 1)))(x, w)
+    for name, a, b in zip(("input", "kernel"), expected, got):
+        assert_parity(a, b, name=f"gradient of the {name}")
+    half = depthwise_conv_shifted(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), padding)
+    assert half.dtype == jnp.bfloat16  # accumulated in float32, rounded once
+    assert_parity(np.asarray(ours(x, w)), np.asarray(half, np.float32), rtol=2e-2)
 
 
 def test_layer_scale_matches_timm():
