@@ -62,7 +62,8 @@ _FEATURE_NET_NAME = re.compile(r"^(stem|stages)_(\d+)\.")
 
 def prepare(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Read transformers' TimmBackbone names (`_backbone.stem_0.weight` -> `stem.0.weight`)."""
-    return {_FEATURE_NET_NAME.sub(r"\1.\2.", key.removeprefix("_backbone.")): array for key, array in state_dict.items()}
+    return {_FEATURE_NET_NAME.sub(r"\1.\2.", key.removeprefix("_backbone.")): array
+            for key, array in state_dict.items()}
 
 
 def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:

@@ -59,6 +59,25 @@ def assert_parity(reference, ours, rtol: float = PARITY_RTOL, name: str = ""):
     return error
 
 
+def nhwc(x) -> np.ndarray:
+    """NCHW -> NHWC (numpy)."""
+    return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+def torch_forward(model, x: np.ndarray, **kwargs):
+    """`model(x)` on a numpy batch, without autograd."""
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x), **kwargs)
+
+
+def check_maps(reference, ours, names, what="feature map") -> list[float]:
+    """reference NCHW torch tensors, ours NHWC, one per name; returns the measured relative errors."""
+    assert len(reference) == len(ours) == len(names)
+    return [assert_parity(nhwc(r.numpy()), o, name=f"{what} {n}") for r, o, n in zip(reference, ours, names)]
+
+
 def write_to_hub_cache(folder: str | os.PathLike, repo_id: str, *, cache_dir: str | os.PathLike | None = None,
                        commit: str | None = None, ref: str | None = "main") -> str:
     """Lay `folder`'s files out exactly as huggingface_hub's cache does (blobs, snapshots, refs).

@@ -11,7 +11,16 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import assert_parity, randomize_torch_module, state_dict_numpy, write_to_hub_cache
+from helpers import (
+    assert_parity,
+    check_maps,
+    nhwc,
+    randomize_torch_module,
+    state_dict_numpy,
+    torch_forward,
+    write_to_hub_cache,
+)
+from jaxbackbones.convert.rules import convert_state_dict
 
 from jaxbackbones import (
     AutoBackbone,
@@ -28,8 +37,12 @@ from jaxbackbones import (
 )
 from jaxbackbones.auto import FAMILIES, export_pretrained
 from jaxbackbones.checkpoint import flat_state, load_converted
-from jaxbackbones.convert.rules import convert_state_dict
-from jaxbackbones.layers import GlobalResponseNorm, LayerScale, conv_general_dilated, depthwise_conv_shifted
+from jaxbackbones.layers import (
+    GlobalResponseNorm,
+    LayerScale,
+    conv_general_dilated,
+    depthwise_conv_shifted,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -84,21 +97,6 @@ def convert(torch_model, config, **kwargs):
 def pixels(batch, height, width, channels=3, seed=0):
     """NCHW float32 pixels."""
     return np.random.RandomState(seed).randn(batch, channels, height, width).astype(np.float32)
-
-
-def nhwc(x):
-    return np.asarray(x).transpose(0, 2, 3, 1)
-
-
-def torch_forward(model, x, **kwargs):
-    with torch.no_grad():
-        return model(torch.from_numpy(x), **kwargs)
-
-
-def check_maps(reference, ours, names, what="feature map"):
-    """reference NCHW torch tensors, ours NHWC; returns the measured relative errors."""
-    assert len(reference) == len(ours) == len(names)
-    return [assert_parity(nhwc(r.numpy()), o, name=f"{what} {n}") for r, o, n in zip(reference, ours, names)]
 
 
 forward_all = nnx.jit(lambda model, x: model(x, output_hidden_states=True))

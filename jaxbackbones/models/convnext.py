@@ -68,6 +68,10 @@ class _ConvNextConfigBase(BackboneConfigMixin, PretrainedConfig):
     derived_keys = ("model_type", "stage_names")
     # jaxbackbones' fine-tuning switches (see jaxbackbones.training); in config.json only when set.
     training_defaults: ClassVar[dict] = dict(TRAINING_DEFAULTS)
+    # What distinguishes the families (see the module docstring); read by ConvNextBackbone.
+    use_grn: ClassVar[bool] = False
+    stage_norms: ClassVar[bool] = True  # hidden_states_norms on the feature maps
+    stem_is_input: ClassVar[bool] = False  # the `stem` stage is the input (the patch embedding belongs to stage1)
 
     def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -90,11 +94,6 @@ class _ConvNextConfigBase(BackboneConfigMixin, PretrainedConfig):
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         verify_training_fields(self)
 
-    # What distinguishes the families (see the module docstring); read by ConvNextBackbone.
-    use_grn: ClassVar[bool] = False
-    stage_norms: ClassVar[bool] = True  # hidden_states_norms on the feature maps
-    stem_is_input: ClassVar[bool] = False  # the `stem` stage is the input (the patch embedding belongs to stage1)
-
     @property
     def block_eps(self) -> float:
         return 1e-6
@@ -112,8 +111,8 @@ class _ConvNextConfigBase(BackboneConfigMixin, PretrainedConfig):
 class ConvNextConfig(_ConvNextConfigBase):
     """transformers' ConvNextConfig: same fields, defaults (convnext-tiny-224) and `config.json`.
 
-    `num_stages` must equal the length of `depths` and `hidden_sizes`; stage k has `hidden_sizes[k-1]` channels at stride
-    `patch_size * 2**(k-1)`, the stem `hidden_sizes[0]` at stride `patch_size`.
+    `num_stages` must equal the length of `depths` and `hidden_sizes`; stage k has `hidden_sizes[k-1]` channels at
+    stride `patch_size * 2**(k-1)`, the stem `hidden_sizes[0]` at stride `patch_size`.
     """
 
     model_type = "convnext"
