@@ -6,9 +6,9 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 
 `TIMM_ARCHITECTURES` lists the supported names with the keyword arguments timm's entrypoint functions pass to
 their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`; tests/test_timm.py
-checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve to the
-family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options, and
-runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
+checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve
+to the family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options,
+and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
 
 Feature maps come out NHWC by default (`data_format="channels_first"`: NCHW), for every family, whatever layout
 timm itself returns them in.
