@@ -20,7 +20,11 @@ The families' differences, as transformers has them (models/convnext, convnextv2
   are the raw stage outputs.
 Stochastic depth rates rise linearly from 0 to `drop_path_rate` over all blocks of all stages.
 
-Numerics: parameters in `param_dtype`, compute in `dtype`; LayerNorm and GRN statistics in float32.
+Numerics: parameters in `param_dtype`, compute in `dtype`; LayerNorm and GRN statistics in float32. Measured against
+the float32 model (tiny layouts, randomised weights, 224x224, CPU), `dtype=jnp.bfloat16` gives feature maps within
+1.2e-2 (ConvNeXt), 1.6e-2 (V2) and 1.4e-2 (DINOv3) of the float32 ones relative to their largest magnitude; torch's
+bf16 autocast, which keeps the residual stream in float32, gives 0.7e-2, 1.4e-2 and 0.6e-2. On CPU the 7x7 depthwise
+convolutions run as fused shifted sums (`layers.conv_general_dilated`).
 """
 
 from __future__ import annotations
