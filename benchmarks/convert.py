@@ -2,8 +2,8 @@
 
     python benchmarks/convert.py
 
-Writes transformers checkpoints of full-size ResNet-50 and Swin-T (random weights, the hub's layout), then, each
-in a fresh process: `AutoBackbone.from_pretrained(torch folder)` (read + convert + place on device) and
+Writes transformers checkpoints of full-size ResNet-50, Swin-T and ConvNeXt-T (random weights, the hub's layout),
+then, each in a fresh process: `AutoBackbone.from_pretrained(torch folder)` (read + convert + place on device) and
 `AutoBackbone.from_pretrained(native folder)`. Peak memory is the process's peak resident-memory growth over
 a baseline taken after JAX has started (the loaded model included), as a multiple of the checkpoint's size.
 Prints a table and writes JSON.
@@ -25,6 +25,8 @@ from pathlib import Path
 CHECKPOINTS = {
     "resnet50": ("ResNetConfig", "ResNetForImageClassification", {}),
     "swin_tiny": ("SwinConfig", "SwinForImageClassification", {}),
+    "convnext_tiny": ("ConvNextConfig", "ConvNextForImageClassification",
+                      dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3])),
 }
 
 

@@ -1,7 +1,7 @@
 """Throughput of jaxbackbones against the PyTorch baselines, measured in one process on one device.
 
     python benchmarks/run.py                      # CPU mode: fp32, batch 8, eager baselines
-    python benchmarks/run.py --models resnet50,swin_tiny --batch 256 --dtype bfloat16 --torch-compile   # GPU
+    python benchmarks/run.py --models resnet50,swin_tiny,convnext_tiny --batch 256 --dtype bfloat16 --torch-compile
 
 For each model: our jitted inference (compile time excluded and reported separately, peak memory) and
 training step (forward + backward + optax SGD, BatchNorm in train mode), then the baselines on the same
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxbackbones import AutoBackbone, ResNetConfig, SwinConfig
+from jaxbackbones import AutoBackbone, ConvNextConfig, ResNetConfig, SwinConfig
 
 MODELS = {
     # name: (our config, transformers config kwargs, transformers class, timm architecture, timm out_indices)
@@ -36,6 +36,10 @@ MODELS = {
                  "resnet18", (1, 2, 3, 4)),
     "swin_tiny": (lambda: SwinConfig(drop_path_rate=0.0, out_indices=[1, 2, 3, 4]),
                   dict(drop_path_rate=0.0), "Swin", "swin_tiny_patch4_window7_224", (0, 1, 2, 3)),
+    # transformers' ConvNextBackbone needs hidden_sizes as a list (its own default, a tuple, fails)
+    "convnext_tiny": (lambda: ConvNextConfig(out_indices=[1, 2, 3, 4]),
+                      dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3]), "ConvNext", "convnext_tiny",
+                      (0, 1, 2, 3)),
 }
 
 
@@ -186,7 +190,7 @@ def environment() -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet50,swin_tiny")
+    parser.add_argument("--models", default="resnet50,swin_tiny,convnext_tiny")
     parser.add_argument("--batch", type=int, default=None, help="default: 8 on CPU, 256 on an accelerator")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,

@@ -15,6 +15,7 @@ from .image_processing import (
     TimmImageProcessor,
     ViTImageProcessor,
 )
+from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -33,7 +34,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "ConversionReport",
+    "ConvNextBackbone",
+    "ConvNextConfig",
     "ConvNextImageProcessor",
+    "ConvNextV2Config",
+    "DINOv3ConvNextConfig",
     "DINOv3ViTImageProcessor",
     "FPN",
     "PretrainedConfig",

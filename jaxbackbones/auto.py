@@ -15,8 +15,9 @@ from flax import nnx
 
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
-from .convert import hf_resnet, hf_swin, timm_resnet, timm_swin
+from .convert import hf_convnext, hf_resnet, hf_swin, timm_convnext, timm_resnet, timm_swin
 from .convert.rules import Table, export_state_dict
+from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -44,6 +45,7 @@ class Family:
 TIMM_TABLES: dict[str, Callable[[TimmBackboneConfig], Table]] = {
     "resnet": timm_resnet.table_for,
     "swin": timm_swin.table_for,
+    "convnext": timm_convnext.table_for,
 }
 
 
@@ -54,6 +56,10 @@ def _timm_table(config: TimmBackboneConfig) -> Table:
 FAMILIES: dict[str, Family] = {
     "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE, "ResNetBackbone"),
     "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE, "SwinBackbone"),
+    "convnext": Family(ConvNextConfig, ConvNextBackbone, hf_convnext.TABLE, "ConvNextBackbone"),
+    "convnextv2": Family(ConvNextV2Config, ConvNextBackbone, hf_convnext.TABLE, "ConvNextV2Backbone"),
+    "dinov3_convnext": Family(DINOv3ConvNextConfig, ConvNextBackbone, hf_convnext.DINOV3_TABLE,
+                              "DINOv3ConvNextBackbone"),
     "timm_backbone": Family(TimmBackboneConfig, TimmBackbone, _timm_table, layout="timm"),
 }
 

@@ -19,7 +19,9 @@ def randomize_torch_module(module, seed: int = 0):
     """Overwrite every floating parameter and buffer with random values, so no mapping hides behind an init.
 
     Norm and BatchNorm weights land near 1, biases and running means near 0, running variances in
-    [0.5, 2], matrices and kernels at a fan-in scale that keeps deep stacks finite.
+    [0.5, 2], matrices and kernels at a fan-in scale that keeps deep stacks finite. A vector stored with leading
+    singleton axes (transformers' GRN `weight` / `bias`, (1, 1, 1, C)) counts as a vector; vectors that are not
+    named `weight` (biases, layer-scale `gamma` / `layer_scale_parameter`) get N(0, 0.2) values.
     """
     import torch
 
@@ -30,11 +32,12 @@ def randomize_torch_module(module, seed: int = 0):
             if not tensor.is_floating_point():
                 continue
             shape = tensor.shape
+            vector = tensor.ndim <= 1 or all(size == 1 for size in shape[:-1])
             if name.endswith("running_var"):
                 value = torch.rand(shape, generator=generator) * 1.5 + 0.5
-            elif tensor.ndim == 1 and name.endswith("weight"):
+            elif vector and name.endswith("weight"):
                 value = torch.rand(shape, generator=generator) + 0.5
-            elif tensor.ndim <= 1:
+            elif vector:
                 value = torch.randn(shape, generator=generator) * 0.2
             else:
                 fan_in = max(int(np.prod(shape[1:])), 1)
@@ -57,6 +60,25 @@ def assert_parity(reference, ours, rtol: float = PARITY_RTOL, name: str = ""):
     error = np.abs(ours - reference).max() / scale
     assert error <= rtol, f"{name}: relative error {error:.3g} > {rtol}"
     return error
+
+
+def nhwc(x) -> np.ndarray:
+    """NCHW -> NHWC (numpy)."""
+    return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+def torch_forward(model, x: np.ndarray, **kwargs):
+    """`model(x)` on a numpy batch, without autograd."""
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x), **kwargs)
+
+
+def check_maps(reference, ours, names, what="feature map") -> list[float]:
+    """reference NCHW torch tensors, ours NHWC, one per name; returns the measured relative errors."""
+    assert len(reference) == len(ours) == len(names)
+    return [assert_parity(nhwc(r.numpy()), o, name=f"{what} {n}") for r, o, n in zip(reference, ours, names)]
 
 
 def write_to_hub_cache(folder: str | os.PathLike, repo_id: str, *, cache_dir: str | os.PathLike | None = None,

@@ -466,6 +466,25 @@ def test_from_pretrained_timm_dinov2_repo(tmp_path):
     images = random_images([(97, 311), (600, 519)], seed=18)
     np.testing.assert_array_equal(processor(images, data_format="channels_first").pixel_values,
                                   timm_reference(pretrained_cfg, images))
+# The preprocessor_config.json forms of the ConvNeXt repos: facebook/convnext-* (a feature extractor; size 224, or 384 for
+# the -384 repos, which are resized without a crop) and facebook/convnextv2-* (an image processor, size as a dict).
+CONVNEXT_REPOS = {
+    "convnext-224": LEGACY_CONVNEXT,
+    "convnext-384": {**LEGACY_CONVNEXT, "size": 384},
+    "convnextv2-224": {
+        "crop_pct": 0.875, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "ConvNextImageProcessor",
+        "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": 224},
+    },
+}
+CONVNEXT_REPOS["convnextv2-384"] = {**CONVNEXT_REPOS["convnextv2-224"], "size": {"shortest_edge": 384}}
+
+
+@pytest.mark.parametrize("repo", sorted(CONVNEXT_REPOS))
+def test_from_pretrained_convnext_repos(tmp_path, repo):
+    folder = write_json(tmp_path / repo, "preprocessor_config.json", CONVNEXT_REPOS[repo])
+    processor = assert_same_as_transformers(folder, ConvNextImageProcessor)
+    assert processor.size == {"shortest_edge": int(repo[-3:])}
 
 
 @pytest.mark.parametrize(

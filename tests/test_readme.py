@@ -33,6 +33,15 @@ def _swin_tiny(folder):
         "size": 224, **IMAGENET}))
 
 
+def _convnextv2_tiny(folder):
+    config = transformers.ConvNextV2Config(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3], num_labels=10)
+    randomize_torch_module(transformers.ConvNextV2ForImageClassification(config), seed=0).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_pct": 0.875, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_processor_type": "ConvNextImageProcessor", "resample": 3, "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": 224}, **IMAGENET}))
+
+
 def _timm(architecture):
     def build(folder):
         import timm
@@ -46,6 +55,7 @@ def _timm(architecture):
 FIXTURES = {
     "microsoft/resnet-50": _resnet_50,
     "microsoft/swin-tiny-patch4-window7-224": _swin_tiny,
+    "facebook/convnextv2-tiny-1k-224": _convnextv2_tiny,
     "timm/resnet50.a1_in1k": _timm("resnet50.a1_in1k"),
     "timm/swin_tiny_patch4_window7_224.ms_in1k": _timm("swin_tiny_patch4_window7_224.ms_in1k"),
 }

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import assert_parity, randomize_torch_module, state_dict_numpy, write_to_hub_cache
+from helpers import (assert_parity, check_maps, nhwc, randomize_torch_module, state_dict_numpy, torch_forward,
+                     write_to_hub_cache)
 
 from jaxbackbones import AutoBackbone, AutoConfig, CheckpointMismatchError, SwinBackbone, SwinConfig
 from jaxbackbones.checkpoint import load_converted
@@ -52,21 +53,6 @@ def convert(torch_model, config, **kwargs):
 def pixels(batch, height, width, seed=0):
     """NCHW float32 pixels."""
     return np.random.RandomState(seed).randn(batch, 3, height, width).astype(np.float32)
-
-
-def nhwc(x):
-    return np.asarray(x).transpose(0, 2, 3, 1)
-
-
-def torch_forward(model, x, **kwargs):
-    with torch.no_grad():
-        return model(torch.from_numpy(x), **kwargs)
-
-
-def check_maps(reference, ours, names, what="feature map"):
-    """reference NCHW torch tensors, ours NHWC; returns the measured relative errors."""
-    assert len(reference) == len(ours) == len(names)
-    return [assert_parity(nhwc(r.numpy()), o, name=f"{what} {n}") for r, o, n in zip(reference, ours, names)]
 
 
 forward_all = nnx.jit(lambda model, x: model(x, output_hidden_states=True))

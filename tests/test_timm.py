@@ -103,6 +103,8 @@ PARITY = [
     ("resnext50_32x4d", True, (97, 131), [1, 3]),
     ("wide_resnet50_2", True, (128, 160), [-2, -1]),
     ("swin_tiny_patch4_window7_224", True, (224, 224), [-4, 1, -1]),
+    ("convnextv2_tiny", True, (224, 224), [0, 1, 2, 3]),  # full size, GRN on 56x56 maps
+    ("convnextv2_tiny", True, (225, 161), [-1]),  # the same checkpoint at an odd non-square size
 ]
 
 
@@ -134,6 +136,40 @@ def test_window12_384_parity(checkpoints):
     outputs = forward_all(model, pixels.transpose(0, 2, 3, 1))
     errors = compare(checkpoint.features(pixels, range(4)), outputs.feature_maps, "window12")
     print(f"\nswin window 12 @ 384: worst relative error {max(errors):.2e}")
+
+
+SMALL_CONVNEXT = dict(depths=(1, 2, 1, 1), dims=(16, 24, 32, 40))
+
+
+@pytest.mark.parametrize("name, repo, model_args", [
+    ("convnext_atto_ols", None, {}),  # tiered overlapping stem, 1x1-conv MLP
+    ("convnext_nano_ols", None, {}),  # overlapping stem
+    ("convnext_tiny_hnf", None, {}),  # norm_pre (not a feature) instead of head.norm
+    ("convnext_large_mlp", None, {}),  # a head with a hidden layer
+    ("convnext_tiny", "test-org/convnext-options", dict(conv_bias=False, kernel_sizes=(3, 5, 7, 9), norm_eps=1e-3,
+                                                       act_layer="gelu_tanh", stem_type="overlap_act")),
+    ("convnext_tiny", "test-org/convnext-patch2", dict(patch_size=2, drop_path_rate=0.1)),  # stage 0 downsamples
+    ("convnextv2_nano", "timm/convnextv2_nano.fcmae_ft_in22k_in1k", {}),  # a tagged repo; GRN with conv_mlp
+])
+def test_convnext_options_parity_and_export(checkpoints, tmp_path, name, repo, model_args):
+    """Small configs of every option timm's ConvNeXt entrypoints use, against timm, and back to timm bit-exact."""
+    checkpoint = checkpoints(name, repo=repo or f"test-org/{name}-small", seed=13, **SMALL_CONVNEXT, **model_args)
+    model = AutoBackbone.from_pretrained(checkpoint.repo, out_indices=[0, 1, 2, 3])
+    assert model.channels == list(SMALL_CONVNEXT["dims"])
+    pixels = random_pixels((2, 3, 67, 45), seed=13)
+    errors = compare(checkpoint.features(pixels, range(4)), forward_all(model, pixels.transpose(0, 2, 3, 1))
+                     .feature_maps, name)
+    print(f"\n{name} {model_args}: worst relative error {max(errors):.2e}")
+
+    model.save_pretrained(tmp_path / "native")
+    export_pretrained(tmp_path / "native", tmp_path / "torch")
+    reloaded = timm.create_model(name, pretrained=True, **SMALL_CONVNEXT, **model_args,
+                                 pretrained_cfg_overlay=dict(file=str(tmp_path / "torch" / "model.safetensors")))
+    original, after = checkpoint.state_dict(), reloaded.state_dict()  # strict loading accepted the placeholders
+    assert original.keys() == after.keys()
+    for key, tensor in original.items():
+        if not key.startswith(("head.", "norm_pre.")):
+            assert torch.equal(tensor, after[key]), key
 
 
 def test_swin_other_input_sizes_match_timm_dynamic_img_size(checkpoints):
@@ -179,6 +215,10 @@ def _abstract(config):
     return nnx.eval_shape(lambda: TimmBackbone(config, rngs=nnx.Rngs(0)))
 
 
+# What each family's timm model has beyond the backbone: the classifier, and the norm that feeds only it.
+CLASSIFIER_PREFIXES = {"resnet": ("fc.",), "swin": ("head.", "norm."), "convnext": ("head.", "norm_pre.")}
+
+
 @pytest.mark.parametrize("name", sorted(TIMM_ARCHITECTURES))
 def test_architecture_table_matches_timm(name):
     """Stages, channels, reductions and every tensor (both ways through the table) equal timm's model's."""
@@ -199,7 +239,8 @@ def test_architecture_table_matches_timm(name):
     fake = {key: np.broadcast_to(np.float32(0), shape) for key, shape in timm_shapes.items()}
     _, report = convert_state_dict(fake, table, shapes)
     assert report.ok and not report.initialized, report.summary()
-    assert sorted(report.ignored) == sorted(key for key in timm_shapes if key.startswith(("fc.", "head.", "norm."))
+    head = CLASSIFIER_PREFIXES[config.timm_spec.family]
+    assert sorted(report.ignored) == sorted(key for key in timm_shapes if key.startswith(head)
                                             or key.endswith("num_batches_tracked"))
     exported = export_state_dict({path: np.broadcast_to(np.float32(0), shape) for path, shape in shapes.items()},
                                  table, config)
@@ -209,7 +250,8 @@ def test_architecture_table_matches_timm(name):
 def test_config_semantics_match_transformers():
     for kwargs in (dict(backbone="resnet50"), dict(backbone="resnet50d", out_indices=[0, 2, -1]),
                    dict(backbone="swin_tiny_patch4_window7_224"),
-                   dict(backbone="swin_tiny_patch4_window7_224", out_indices=(0, 1, 2, 3))):
+                   dict(backbone="swin_tiny_patch4_window7_224", out_indices=(0, 1, 2, 3)),
+                   dict(backbone="convnext_atto", out_indices=(0, 2, 3))):
         theirs = transformers.TimmBackbone(transformers.TimmBackboneConfig(**kwargs))
         ours = _abstract(TimmBackboneConfig(**kwargs))
         assert ours.stage_names == theirs.stage_names
@@ -253,6 +295,11 @@ def test_from_config_random_weights():
         (dict(backbone="resnet50", features_only=False), "features_only must be True"),
         (dict(backbone="resnet50", out_indices=[5]), "out_indices must be valid indices"),
         (dict(backbone="swin_tiny_patch4_window7_224", model_args={"img_size": [224, 160]}), "square windows"),
+        (dict(backbone="convnext_zepto_rms"), "'convnext_zepto_rms' is not supported; .*convnext_atto.*convnextv2_"),
+        (dict(backbone="convnext_tiny", model_args={"norm_layer": "rmsnorm2d"}), "norm_layer='rmsnorm2d' is not "
+                                                                                "supported"),
+        (dict(backbone="convnext_tiny", model_args={"act_layer": "relu"}), "act_layer 'relu' is not supported"),
+        (dict(backbone="convnext_tiny", model_args={"kernel_sizes": 4}), "one odd size per stage"),
     ],
 )
 def test_config_errors(kwargs, match):
@@ -350,7 +397,8 @@ def test_freeze_stages_follow_timm_stage_names(checkpoints):
 # Loading details: old Swin layout, buffers, native format, conversion cache, image processor
 
 
-@pytest.mark.parametrize("name, size", [("resnet18", (75, 90)), ("swin_tiny_patch4_window7_224", (224, 224))])
+@pytest.mark.parametrize("name, size", [("resnet18", (75, 90)), ("swin_tiny_patch4_window7_224", (224, 224)),
+                                        ("convnext_atto", (67, 45))])
 def test_transformers_timm_backbone_checkpoint(name, size, tmp_path, hub_cache):
     """What transformers' TimmBackbone.save_pretrained writes (timm's features_only model under `_backbone.`)."""
     reference = transformers.TimmBackbone(transformers.TimmBackboneConfig(backbone=name, out_indices=[1, -1]))
@@ -364,7 +412,7 @@ def test_transformers_timm_backbone_checkpoint(name, size, tmp_path, hub_cache):
     pixels = random_pixels((1, 3, *size), seed=11)
     with torch.no_grad():
         expected = [m.numpy() for m in reference(torch.from_numpy(pixels)).feature_maps]
-    if name.startswith("resnet"):
+    if not name.startswith("swin"):  # timm's Swin returns NHWC maps, the others NCHW
         expected = [m.transpose(0, 2, 3, 1) for m in expected]
     compare(expected, nnx.jit(lambda m, x: m(x).feature_maps)(model, pixels.transpose(0, 2, 3, 1)), name)
 

@@ -8,9 +8,10 @@ from .backbone import (
     resolve_architecture,
     supported_architectures,
 )
+from .convnext import ConvNeXtSpec
 from .resnet import ResNetSpec
 from .spec import TimmSpec
 from .swin import SwinSpec
 
-__all__ = ["TIMM_ARCHITECTURES", "TIMM_SPECS", "ResNetSpec", "SwinSpec", "TimmBackbone", "TimmBackboneConfig",
+__all__ = ["TIMM_ARCHITECTURES", "TIMM_SPECS", "ConvNeXtSpec", "ResNetSpec", "SwinSpec", "TimmBackbone", "TimmBackboneConfig",
            "TimmSpec", "resolve_architecture", "supported_architectures"]

@@ -5,10 +5,10 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 (preprocessing), next to `model.safetensors` or `pytorch_model.bin` holding the full timm state dict.
 
 `TIMM_ARCHITECTURES` lists the supported names with the keyword arguments timm's entrypoint functions pass to
-their model class, one table per family in this package (`resnet.py`, `swin.py`; tests/test_timm.py checks every
-entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve to the
-family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options, and
-runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
+their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`; tests/test_timm.py
+checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve
+to the family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options,
+and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
 
 Feature maps come out NHWC by default (`data_format="channels_first"`: NCHW), for every family, whatever layout
 timm itself returns them in.
@@ -27,7 +27,8 @@ from ...backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ...configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ...training import configure as configure_training
 from ..common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
-from . import resnet, swin
+from . import convnext, resnet, swin
+from .convnext import ConvNeXtSpec
 from .resnet import ResNetSpec
 from .spec import TimmSpec
 from .swin import SwinSpec
@@ -36,11 +37,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec)
+TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec, ConvNeXtSpec)
 # timm name -> (family, the keyword arguments timm's entrypoint gives the family's model class).
 TIMM_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     **{name: ("resnet", args) for name, args in resnet.ARCHITECTURES.items()},
     **{name: ("swin", args) for name, args in swin.ARCHITECTURES.items()},
+    **{name: ("convnext", args) for name, args in convnext.ARCHITECTURES.items()},
 }
 _SPEC_OF_FAMILY = {spec.family: spec for spec in TIMM_SPECS}
 
@@ -61,6 +63,8 @@ def resolve_architecture(backbone: str | None, model_args: dict[str, Any]) -> Ti
         supported = ", ".join(supported_architectures())
         raise ValueError(f"{given}; jaxbackbones builds these timm architectures: {supported}")
     family, defaults = TIMM_ARCHITECTURES[architecture]
+    # timm.create_model drops None-valued keyword arguments, so they leave the entrypoint's value in place.
+    model_args = {key: value for key, value in model_args.items() if value is not None}
     return _SPEC_OF_FAMILY[family].from_args(backbone, {**defaults, **model_args})
 
 
@@ -73,9 +77,10 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
 
     `backbone` names the timm architecture (`TIMM_ARCHITECTURES`); `model_args` holds `timm.create_model` keyword
     arguments that change it (as a timm hub `config.json` records them, e.g. `{"depths": [2, 2, 18, 2]}`;
-    `in_chans` there becomes `num_channels`). Stages are timm's `feature_info` module names (`act1`, `layer1`... or
-    `layers.0`...); without a selection, `out_indices` is `[-1]`, as in transformers. `freeze_batch_norm_2d` makes
-    every BatchNorm use its running statistics and never update them (see `jaxbackbones.training`).
+    `in_chans` there becomes `num_channels`). Stages are timm's `feature_info` module names (`act1`, `layer1`...,
+    `layers.0`... or `stages.0`...); without a selection, `out_indices` is `[-1]`, as in transformers.
+    `freeze_batch_norm_2d` makes every BatchNorm use its running statistics and never update them (see
+    `jaxbackbones.training`). `model_args` set to None leave the entrypoint's value, as `timm.create_model` does.
     `use_pretrained_backbone` is kept for transformers 4 configs: weights come from `AutoBackbone.from_pretrained`,
     `from_config` builds random ones. `features_only` must be True and `output_stride` None or 32 (dilated ResNets
     are not implemented).
@@ -189,8 +194,8 @@ class TimmBackbone(BackboneModuleMixin, nnx.Module):
 
     `model(pixel_values)` returns a `BackboneOutput` with the selected stages' maps (`output_hidden_states=True`
     adds every stage's). The modules and their state paths are the family's transformers-layout ones (ResNet:
-    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`), so the two layouts share modules. Stochastic
-    depth acts in train mode only, with keys from the call's `rngs`.
+    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`; ConvNeXt: `stem`, `stages.i`), so the two layouts
+    share modules. Stochastic depth acts in train mode only, with keys from the call's `rngs`.
     """
 
     def __init__(self, config: TimmBackboneConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
