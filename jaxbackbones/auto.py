@@ -15,10 +15,12 @@ from flax import nnx
 
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
-from .convert import hf_resnet, hf_swin, timm_resnet, timm_swin
+from .convert import hf_resnet, hf_swin, hf_vit, timm_resnet, timm_swin, timm_vit
 from .convert.rules import Table, export_state_dict
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
+from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
+from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
 
 logger = logging.getLogger("jaxbackbones")
@@ -43,6 +45,8 @@ class Family:
 TIMM_TABLES: dict[str, Callable[[TimmBackboneConfig], Table]] = {
     "resnet": timm_resnet.table_for,
     "swin": timm_swin.table_for,
+    "vit": timm_vit.table_for,
+    "eva": timm_vit.table_for,
 }
 
 
@@ -53,6 +57,10 @@ def _timm_table(config: TimmBackboneConfig) -> Table:
 FAMILIES: dict[str, Family] = {
     "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE, "ResNetBackbone"),
     "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE, "SwinBackbone"),
+    "dinov2": Family(Dinov2Config, Dinov2Backbone, hf_vit.dinov2_table_for, "Dinov2Backbone"),
+    "dinov2_with_registers": Family(Dinov2WithRegistersConfig, Dinov2WithRegistersBackbone, hf_vit.dinov2_table_for,
+                                    "Dinov2WithRegistersBackbone"),
+    "dinov3_vit": Family(DINOv3ViTConfig, DINOv3ViTBackbone, hf_vit.dinov3_table_for, "DINOv3ViTBackbone"),
     "timm_backbone": Family(TimmBackboneConfig, TimmBackbone, _timm_table, layout="timm"),
 }
 

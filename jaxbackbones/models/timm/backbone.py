@@ -27,20 +27,23 @@ from ...backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ...configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ...training import configure as configure_training
 from ..common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
-from . import resnet, swin
+from . import resnet, swin, vit
 from .resnet import ResNetSpec
 from .spec import TimmSpec
 from .swin import SwinSpec
+from .vit import EvaSpec, ViTSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec)
+TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec, ViTSpec, EvaSpec)
 # timm name -> (family, the keyword arguments timm's entrypoint gives the family's model class).
 TIMM_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     **{name: ("resnet", args) for name, args in resnet.ARCHITECTURES.items()},
     **{name: ("swin", args) for name, args in swin.ARCHITECTURES.items()},
+    **{name: ("vit", args) for name, args in vit.VIT_ARCHITECTURES.items()},
+    **{name: ("eva", args) for name, args in vit.EVA_ARCHITECTURES.items()},
 }
 _SPEC_OF_FAMILY = {spec.family: spec for spec in TIMM_SPECS}
 
@@ -125,12 +128,18 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
 
     @property
     def num_classes(self) -> int:
-        """The classifier size of the timm checkpoint (not part of the backbone; `export` writes its placeholder)."""
+        """The classifier size of the timm checkpoint (not part of the backbone; `export` writes its placeholder);
+        without one, that of the architecture's default weights."""
         pretrained_cfg = self.extra.get("pretrained_cfg") or {}
-        for source in (self.model_args, self.extra, pretrained_cfg):
+        for source in (self.model_args, self.extra, pretrained_cfg, self.entrypoint_args):
             if source.get("num_classes") is not None:
                 return int(source["num_classes"])
         return 1000
+
+    @property
+    def entrypoint_args(self) -> dict[str, Any]:
+        """timm's `create_model` keyword arguments for this checkpoint: the architecture's, then `model_args`."""
+        return {**TIMM_ARCHITECTURES[self.backbone.split(".")[0]][1], **self.model_args}
 
     @property
     def input_size(self) -> tuple[int, int]:
