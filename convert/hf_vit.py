@@ -51,9 +51,12 @@ def _block_rules(block: str, *, proj: tuple[str, ...], biases: tuple[tuple[str, 
     return rules
 
 
-def _fuse_blocks(state_dict, block: str, mlp_fused: str):
+def _prepare(state_dict, block: str, mlp_fused: str):
     """Fuse each block's q/k/v weights into `<block>.attention.qkv.weight` and a gated MLP's gate and up projections
-    into `<block>.mlp.<mlp_fused>.{weight,bias}`. `block` is the regex of a block's key prefix (any wrapper before)."""
+    into `<block>.mlp.<mlp_fused>.{weight,bias}` (`block`: the regex of a block's key prefix, any wrapper before);
+    drop an empty `register_tokens` (transformers keeps a (1, 0, C) parameter when there are no registers)."""
+    state_dict = {key: array for key, array in state_dict.items()
+                  if not (key.endswith("embeddings.register_tokens") and np.size(array) == 0)}
     qkv = re.compile(rf"(?P<block>(?:.*\.)?{block})\.attention\.(?:attention\.)?(?P<part>query|key|value|[qkv]_proj)"
                      r"\.weight")
     gate = re.compile(rf"(?P<block>(?:.*\.)?{block})\.mlp\.(?P<part>gate_proj|up_proj)\.(?P<tensor>weight|bias)")
@@ -67,7 +70,7 @@ def _fuse_blocks(state_dict, block: str, mlp_fused: str):
 
 
 def _dinov2_prepare(state_dict):
-    return _fuse_blocks(state_dict, r"encoder\.layer\.\d+", "weights_in")
+    return _prepare(state_dict, r"encoder\.layer\.\d+", "weights_in")
 
 
 def _dinov2_unprepare(state_dict, config):
@@ -77,6 +80,14 @@ def _dinov2_unprepare(state_dict, config):
     if getattr(config, "use_mask_token", True):  # the registers model always has one
         state_dict["embeddings.mask_token"] = np.zeros((1, config.hidden_size),
                                                        state_dict["embeddings.cls_token"].dtype)
+    return _empty_registers(state_dict, config)
+
+
+def _empty_registers(state_dict, config):
+    """transformers' (1, 0, C) register tokens of a model without registers (a registers model or DINOv3)."""
+    if getattr(config, "num_register_tokens", None) == 0:
+        state_dict["embeddings.register_tokens"] = np.zeros((1, 0, config.hidden_size),
+                                                            state_dict["embeddings.cls_token"].dtype)
     return state_dict
 
 
@@ -114,7 +125,7 @@ def dinov2_table_for(config) -> Table:
 
 
 def _dinov3_prepare(state_dict):
-    return _fuse_blocks(state_dict, r"layer\.\d+", "gate_up")
+    return _prepare(state_dict, r"layer\.\d+", "gate_up")
 
 
 def _dinov3_unprepare(state_dict, config):
@@ -123,7 +134,7 @@ def _dinov3_unprepare(state_dict, config):
     state_dict = split_parts(state_dict, "mlp.gate_up.", ("mlp.gate_proj.", "mlp.up_proj."))
     state_dict["embeddings.mask_token"] = np.zeros((1, 1, config.hidden_size),
                                                    state_dict["embeddings.cls_token"].dtype)
-    return state_dict
+    return _empty_registers(state_dict, config)
 
 
 @functools.lru_cache(maxsize=None)
