@@ -204,7 +204,8 @@ def checkpointed(enabled: bool, fn: Callable, *args):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Vision Transformer blocks (ViT, DINOv2, DINOv3): position-embedding resampling, rotary positions, attention through
-# `jax.nn.dot_product_attention`, MLPs and layer scale. Each matches the torch op it replaces (tests/test_vit_layers.py).
+# `jax.nn.dot_product_attention`, MLPs and layer scale. Each matches the torch op it replaces
+# (tests/test_vit_layers.py).
 
 
 def _cubic(distance: np.ndarray, a: float) -> np.ndarray:

@@ -16,9 +16,14 @@ and `dinov3_vit/modeling_dinov3_vit.py` (5.x):
   after the embedding dropout), `stageK` the output of block K. `hidden_states` are these sequences, (B, T, C),
   raw (no norm), as transformers returns them.
 - DINOv2: the position embedding covers the class token and the patch grid of `image_size`; at another grid it is
-  resampled with `F.interpolate(mode="bicubic", align_corners=False)` (no antialiasing) in float32. Selected maps
-  go through `layernorm` when `apply_layernorm`; `reshape_hidden_states=False` returns the whole sequence, class
-  token included. Stochastic depth has the same rate in every block (`drop_path_rate`), on both residual branches.
+  resampled with `F.interpolate(size=(H // patch, W // patch), mode="bicubic", align_corners=False)` (no
+  antialiasing) in float32 (transformers 5; older versions passed a `scale_factor` instead, which samples at slightly
+  other positions). transformers reshapes that grid as sqrt(positions) squared, so it cannot run a non-square
+  `image_size`; we use the config's (H // patch, W // patch) grid. Skipping the resampling at the checkpoint's grid
+  (transformers also requires H == W to skip) changes nothing: resampling to the same size is the identity.
+  Selected maps go through `layernorm` when `apply_layernorm`; `reshape_hidden_states=False` returns the whole
+  sequence, class token included. Stochastic depth has the same rate in every block (`drop_path_rate`), on both
+  residual branches.
 - DINOv2 with registers: the register tokens are inserted between the class token and the patches AFTER the
   position embedding is added (they have none); resampling uses `antialias=True` (Pillow's a = -0.5 cubic, even
   when enlarging). `reshape_hidden_states=False` returns the whole sequence, class and register tokens included.

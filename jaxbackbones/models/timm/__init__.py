@@ -13,5 +13,5 @@ from .spec import TimmSpec
 from .swin import SwinSpec
 from .vit import EvaSpec, ViTSpec
 
-__all__ = ["TIMM_ARCHITECTURES", "TIMM_SPECS", "EvaSpec", "ResNetSpec", "SwinSpec", "TimmBackbone", "TimmBackboneConfig",
-           "TimmSpec", "ViTSpec", "resolve_architecture", "supported_architectures"]
+__all__ = ["TIMM_ARCHITECTURES", "TIMM_SPECS", "EvaSpec", "ResNetSpec", "SwinSpec", "TimmBackbone",
+           "TimmBackboneConfig", "TimmSpec", "ViTSpec", "resolve_architecture", "supported_architectures"]

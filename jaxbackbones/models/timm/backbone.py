@@ -5,8 +5,8 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 (preprocessing), next to `model.safetensors` or `pytorch_model.bin` holding the full timm state dict.
 
 `TIMM_ARCHITECTURES` lists the supported names with the keyword arguments timm's entrypoint functions pass to
-their model class, one table per family in this package (`resnet.py`, `swin.py`; tests/test_timm.py checks every
-entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve to the
+their model class, one table per family in this package (`resnet.py`, `swin.py`, `vit.py`; tests/test_timm.py checks
+every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve to the
 family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options, and
 runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
 
@@ -198,8 +198,9 @@ class TimmBackbone(BackboneModuleMixin, nnx.Module):
 
     `model(pixel_values)` returns a `BackboneOutput` with the selected stages' maps (`output_hidden_states=True`
     adds every stage's). The modules and their state paths are the family's transformers-layout ones (ResNet:
-    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`), so the two layouts share modules. Stochastic
-    depth acts in train mode only, with keys from the call's `rngs`.
+    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`; ViT: `patch_embed`, `cls_token`, `blocks.i`), so
+    the two layouts share modules. Stochastic depth (and DINOv3's RoPE coordinate augmentation, when the checkpoint
+    asks for it) acts in train mode only, with keys from the call's `rngs`.
     """
 
     def __init__(self, config: TimmBackboneConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,

@@ -204,7 +204,7 @@ class ViTSpec(_TimmViT):
 class EvaSpec(_TimmViT):
     """A timm `Eva` with DINOv3's rotary positions, resolved: the arguments that shape the backbone."""
 
-    img_size: tuple[int, int] = (224, 224)
+    img_size: tuple[int, int] = (224, 224)  # shapes nothing (no learned positions): the size verify and export use
     patch_size: int = 16
     embed_dim: int = 768
     depth: int = 12
