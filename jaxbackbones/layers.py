@@ -437,42 +437,33 @@ class Attention(nnx.Module):
 
 class Mlp(nnx.Module):
     """fc1, activation, fc2 (timm's `Mlp`, transformers' `Dinov2MLP` / `DINOv3ViTMLP`); dropout after the
-    activation and after fc2."""
+    activation and after fc2.
 
-    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", *, use_bias: bool = True,
-                 dropout: float = 0.0, init_std: float = 0.02, dtype, param_dtype, rngs: nnx.Rngs):
-        init = nnx.initializers.normal(init_std)
-        self.fc1 = nnx.Linear(dim, hidden_dim, use_bias=use_bias, kernel_init=init, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden_dim, dim, use_bias=use_bias, kernel_init=init, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
-        self.act = get_activation(activation)
-        self.drop = nnx.Dropout(dropout)
-
-    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        x = self.drop(self.act(self.fc1(x)), rngs=rngs)
-        return self.drop(self.fc2(x), rngs=rngs)
-
-
-class GatedMlp(nnx.Module):
-    """Gated MLP: `fc2(act(gate) * value)` (SwiGLU with silu), gate and value from one fused (C, 2H) kernel `fc1`
+    `gated=True`: `fc2(act(gate) * value)` (SwiGLU with silu), gate and value from one fused (C, 2H) kernel `fc1`
     ([gate | value]: timm's packed `SwiGLUPacked` / DINOv2's `weights_in`; the split `gate_proj` / `up_proj`,
-    `fc1_g` / `fc1_x` of other layouts are fused by the conversion tables). Dropout after the product and fc2."""
+    `fc1_g` / `fc1_x` of other layouts are fused by the conversion tables).
+    """
 
-    def __init__(self, dim: int, hidden_dim: int, activation: str = "silu", *, use_bias: bool = True,
-                 dropout: float = 0.0, init_std: float = 0.02, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", *, gated: bool = False,
+                 use_bias: bool = True, dropout: float = 0.0, init_std: float = 0.02, dtype, param_dtype,
+                 rngs: nnx.Rngs):
         init = nnx.initializers.normal(init_std)
-        self.fc1 = nnx.Linear(dim, 2 * hidden_dim, use_bias=use_bias, kernel_init=init, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
+        self.gated = gated
+        self.fc1 = nnx.Linear(dim, 2 * hidden_dim if gated else hidden_dim, use_bias=use_bias, kernel_init=init,
+                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.fc2 = nnx.Linear(hidden_dim, dim, use_bias=use_bias, kernel_init=init, dtype=dtype,
                               param_dtype=param_dtype, rngs=rngs)
         self.act = get_activation(activation)
         self.drop = nnx.Dropout(dropout)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        gate, value = jnp.split(self.fc1(x), 2, axis=-1)
-        x = self.drop(self.act(gate) * value, rngs=rngs)
-        return self.drop(self.fc2(x), rngs=rngs)
+        x = self.fc1(x)
+        if self.gated:
+            gate, value = jnp.split(x, 2, axis=-1)
+            x = self.act(gate) * value
+        else:
+            x = self.act(x)
+        return self.drop(self.fc2(self.drop(x, rngs=rngs)), rngs=rngs)
 
 
 class LayerScale(nnx.Module):

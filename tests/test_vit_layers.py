@@ -18,7 +18,6 @@ from transformers.models.dinov3_vit import modeling_dinov3_vit
 
 from jaxbackbones.layers import (
     Attention,
-    GatedMlp,
     LayerScale,
     Mlp,
     RotaryPositions,
@@ -212,7 +211,7 @@ def test_mlps_and_layer_scale_match_timm():
         assert_parity(mlp(torch.from_numpy(x)).numpy(), ours(jnp.asarray(x)))
 
     packed = randomize_torch_module(timm.layers.SwiGLUPacked(24, 80, act_layer=torch.nn.SiLU).eval(), seed=7)
-    gated = GatedMlp(24, 40, "silu", dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    gated = Mlp(24, 40, "silu", gated=True, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
     _load_linear(gated.fc1, packed.fc1.weight, packed.fc1.bias)
     _load_linear(gated.fc2, packed.fc2.weight, packed.fc2.bias)
     with torch.no_grad():

@@ -57,7 +57,6 @@ from ..backbone import BackboneModuleMixin, BackboneOutput
 from ..layers import (
     Attention,
     DropPath,
-    GatedMlp,
     LayerScale,
     Mlp,
     RotaryPositions,
@@ -160,9 +159,8 @@ class Block(nnx.Module):
         scale = layout.layer_scale
         self.ls1 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
         self.norm2 = layer_norm(dim, eps=layout.norm_eps, **options)
-        mlp_class = GatedMlp if layout.gated_mlp else Mlp
-        self.mlp = mlp_class(dim, layout.mlp_hidden, layout.mlp_activation, use_bias=layout.mlp_bias,
-                             dropout=layout.proj_dropout, init_std=layout.init_std, **options)
+        self.mlp = Mlp(dim, layout.mlp_hidden, layout.mlp_activation, gated=layout.gated_mlp,
+                       use_bias=layout.mlp_bias, dropout=layout.proj_dropout, init_std=layout.init_std, **options)
         self.ls2 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
         self.drop_path = DropPath(drop_path)
         self.gradient_checkpointing = False  # set from the config by jaxbackbones.training.configure

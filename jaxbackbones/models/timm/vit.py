@@ -86,7 +86,32 @@ EVA_ARCHITECTURES: dict[str, dict[str, Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class _TimmViT(TimmSpec):
-    """What both of timm's ViT classes share: stages, stage paths, building and running the modules."""
+    """What both of timm's ViT classes share: their common arguments, stages, stage paths, building and running the
+    modules."""
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    init_values: float | None = None
+    class_token: bool = True
+    dynamic_img_pad: bool = False
+    drop_path_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+    pos_drop_rate: float = 0.0
+
+    @classmethod
+    def normalize(cls, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        args["img_size"] = pair(args.get("img_size", 224), "img_size")
+        height, width = pair(args.get("patch_size", 16), "patch_size")
+        if height != width:
+            raise ValueError(f"{name}: patch_size {args['patch_size']!r}: square patches only")
+        args["patch_size"] = height
+        return args
 
     def layout(self) -> ViTLayout:
         raise NotImplementedError
@@ -132,25 +157,11 @@ class _TimmViT(TimmSpec):
 class ViTSpec(_TimmViT):
     """A timm `VisionTransformer`, resolved: the arguments that shape the backbone."""
 
-    img_size: tuple[int, int] = (224, 224)
-    patch_size: int = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     proj_bias: bool = True
-    init_values: float | None = None
-    class_token: bool = True
     no_embed_class: bool = False
     reg_tokens: int = 0
     mlp_layer: str = "mlp"  # or "swiglupacked" (timm's SwiGLUPacked: a fused [gate | value] fc1)
     act_layer: str | None = None
-    dynamic_img_pad: bool = False
-    drop_path_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    proj_drop_rate: float = 0.0
-    pos_drop_rate: float = 0.0
 
     family: ClassVar[str] = "vit"
     # Shape only the head (`fc_norm`, `final_norm`, pooling), the initialisation, or input checks (TimmBackbone
@@ -172,11 +183,7 @@ class ViTSpec(_TimmViT):
 
     @classmethod
     def normalize(cls, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        args["img_size"] = pair(args.get("img_size", 224), "img_size")
-        height, width = pair(args.get("patch_size", 16), "patch_size")
-        if height != width:
-            raise ValueError(f"{name}: patch_size {args['patch_size']!r}: square patches only")
-        args["patch_size"] = height
+        args = super().normalize(name, args)
         if isinstance(args.get("mlp_layer"), str):
             args["mlp_layer"] = args["mlp_layer"].lower()
         return args
@@ -204,28 +211,15 @@ class ViTSpec(_TimmViT):
 class EvaSpec(_TimmViT):
     """A timm `Eva` with DINOv3's rotary positions, resolved: the arguments that shape the backbone."""
 
-    img_size: tuple[int, int] = (224, 224)  # shapes nothing (no learned positions): the size verify and export use
-    patch_size: int = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    qkv_bias: bool = True
-    mlp_ratio: float = 4.0
+    # (`img_size` shapes nothing here, there are no learned positions: it is the size verify and export use.)
     swiglu_mlp: bool = False
     swiglu_align_to: int = 0
-    init_values: float | None = None
-    class_token: bool = True
     num_reg_tokens: int = 0
     rope_temperature: float = 10000.0
     rope_shift_coords: float | None = None
     rope_jitter_coords: float | None = None
     rope_rescale_coords: float | None = None
     norm_eps: float = 1e-6
-    dynamic_img_pad: bool = False
-    drop_path_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    proj_drop_rate: float = 0.0
-    pos_drop_rate: float = 0.0
 
     family: ClassVar[str] = "eva"
     ignored_args: ClassVar[frozenset[str]] = frozenset({"dynamic_img_size", "use_fc_norm",
@@ -244,10 +238,6 @@ class EvaSpec(_TimmViT):
 
     def __post_init__(self):
         self.layout()  # raises for what the modules cannot build
-
-    @classmethod
-    def normalize(cls, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        return ViTSpec.normalize(name, args)
 
     def layout(self) -> ViTLayout:
         hidden = int(self.embed_dim * self.mlp_ratio)
