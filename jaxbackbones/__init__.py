@@ -10,9 +10,9 @@ from .convert.rules import CheckpointMismatchError, ConversionReport
 from .image_processing import AutoImageProcessor, ConvNextImageProcessor, TimmImageProcessor, ViTImageProcessor
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
+from .models.timm import TimmBackbone, TimmBackboneConfig
 from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
 from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
-from .models.timm import TimmBackbone, TimmBackboneConfig
 from .necks import FPN
 from .training import trainable_filter
 

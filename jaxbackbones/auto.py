@@ -19,9 +19,9 @@ from .convert import hf_resnet, hf_swin, hf_vit, timm_resnet, timm_swin, timm_vi
 from .convert.rules import Table, export_state_dict
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
+from .models.timm import TimmBackbone, TimmBackboneConfig
 from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
 from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
-from .models.timm import TimmBackbone, TimmBackboneConfig
 
 logger = logging.getLogger("jaxbackbones")
 

@@ -50,7 +50,6 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ..backbone import BackboneModuleMixin, BackboneOutput
