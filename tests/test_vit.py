@@ -258,6 +258,8 @@ def test_channels_first_and_jit():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="channels"):
         model(nhwc(x))
+    with pytest.raises(ValueError, match="smaller than one 7x7 patch"):
+        model(x[:, :, :6])
 
 
 # --------------------------------------------------------------------------------------------------------------

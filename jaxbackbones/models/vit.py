@@ -134,6 +134,9 @@ class PatchEmbed(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """(B, H, W, C) -> (B, H / patch, W / patch, embed_dim)."""
         _, height, width, _ = x.shape
+        if not self.pad and (height < self.patch_size[0] or width < self.patch_size[1]):
+            raise ValueError(f"input of {height}x{width} pixels is smaller than one {self.patch_size[0]}x"
+                             f"{self.patch_size[1]} patch")
         pad_h, pad_w = (-height) % self.patch_size[0], (-width) % self.patch_size[1]
         if self.pad and (pad_h or pad_w):
             x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
