@@ -16,7 +16,7 @@ from flax import nnx
 from helpers import assert_parity, randomize_torch_module, write_to_hub_cache
 from timm.models._hub import save_for_hf
 
-from jaxbackbones import AutoBackbone, TimmBackbone, cli, trainable_filter
+from jaxbackbones import AutoBackbone, TimmBackbone, TimmBackboneConfig, cli, trainable_filter
 from jaxbackbones.auto import FAMILIES, export_pretrained
 from jaxbackbones.checkpoint import flat_state
 from jaxbackbones.convert.rules import convert_state_dict
@@ -112,6 +112,19 @@ def test_input_not_a_multiple_of_the_patch(checkpoints):
         checkpoint.features(pixels, [1])
     with pytest.raises(ValueError, match="not a multiple of the 14x14 patch.*dynamic_img_pad=True"):
         model(pixels.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(backbone="vit_small_patch16_224", model_args={"num_heads": 5}), "embed_dim divisible by num_heads"),
+    (dict(backbone="vit_small_patch16_224", model_args={"drop_path_rate": 1.0}), "drop_path_rate must be in"),
+    (dict(backbone="vit_small_patch16_224", model_args={"qk_norm": True}), "qk_norm=True is not supported"),
+    (dict(backbone="vit_small_patch16_224", model_args={"mlp_layer": "glu"}), "mlp_layer 'glu' is not supported"),
+    (dict(backbone="vit_small_patch16_dinov3", model_args={"rope_type": "cat"}), "rope_type='cat' is not supported"),
+    (dict(backbone="vit_small_patch16_dinov3", model_args={"embed_dim": 40, "num_heads": 4}), "divisible by 4"),
+])
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TimmBackboneConfig(**kwargs)
 
 
 def test_transformers_timm_backbone_checkpoint(tmp_path, hub_cache):

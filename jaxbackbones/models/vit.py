@@ -113,6 +113,9 @@ class ViTLayout:
                              f"{self.num_prefix_tokens}] (the class and register tokens)")
         if self.position_grid is None and self.rope_theta is None:
             raise ValueError("a ViT needs a learned position embedding (position_grid) or rotary positions")
+        if self.rope_theta is not None and (self.embed_dim // self.num_heads) % 4:
+            raise ValueError(f"rotary position embeddings need a head dimension divisible by 4, got "
+                             f"{self.embed_dim // self.num_heads} ({self.embed_dim} channels, {self.num_heads} heads)")
 
     @property
     def num_prefix_tokens(self) -> int:

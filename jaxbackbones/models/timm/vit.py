@@ -113,6 +113,15 @@ class _TimmViT(TimmSpec):
         args["patch_size"] = height
         return args
 
+    def __post_init__(self):
+        if self.depth < 1 or self.num_heads < 1 or self.embed_dim % self.num_heads:
+            raise ValueError(f"depth={self.depth}, embed_dim={self.embed_dim}, num_heads={self.num_heads}: a ViT needs "
+                             "at least one block and embed_dim divisible by num_heads")
+        for name in ("drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        self.layout()  # raises for what the modules cannot build
+
     def layout(self) -> ViTLayout:
         raise NotImplementedError
 
@@ -179,7 +188,7 @@ class ViTSpec(_TimmViT):
         if self.act_layer not in _ACTIVATIONS:
             raise ValueError(f"act_layer {self.act_layer!r} is not supported; expected one of "
                              f"{sorted(name for name in _ACTIVATIONS if name)}")
-        self.layout()  # raises for what the modules cannot build
+        super().__post_init__()
 
     @classmethod
     def normalize(cls, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -235,9 +244,6 @@ class EvaSpec(_TimmViT):
         "attn_type": ("eva",), "use_post_norm": (False,), "use_pre_transformer_norm": (False,),
         "patch_drop_rate": (0, 0.0), "num_kv_heads": (None,), "attn_only_layer_scale": (False,),
         "ref_feat_shape": (None,), "rope_mrope_section": (None,)}
-
-    def __post_init__(self):
-        self.layout()  # raises for what the modules cannot build
 
     def layout(self) -> ViTLayout:
         hidden = int(self.embed_dim * self.mlp_ratio)
