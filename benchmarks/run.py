@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                      # CPU mode: fp32, batch 8, eager baselines
     python benchmarks/run.py --models resnet50,swin_tiny --batch 256 --dtype bfloat16 --torch-compile   # GPU
-    python benchmarks/run.py --models vit_small_dinov2,vit_base_patch16_224 --batch 8
+    python benchmarks/run.py --models vit_small_dinov2 --batch 4     # at 518: its CPU train step needs ~8 GB
 
 For each model: our jitted inference (compile time excluded and reported separately, peak memory) and
 training step (forward + backward + optax SGD, BatchNorm in train mode), then the baselines on the same
