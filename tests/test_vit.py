@@ -224,6 +224,21 @@ def test_options_parity(model_type, config, sizes):
             assert_parity(r.numpy(), o, name="attention probabilities")
 
 
+def test_the_randomizer_reaches_tokens_position_embeddings_and_layer_scale():
+    """Default inits (zeros, ones, 1e-5 layer scale) hide swapped or dropped mappings: check they are all gone."""
+    model = torch_backbone("dinov2_with_registers", REGISTERS_OPTIONS, seed=1)
+    tensors = {name: tensor.detach() for name, tensor in model.named_parameters()}
+    for name in ("embeddings.cls_token", "embeddings.mask_token", "embeddings.register_tokens",
+                 "embeddings.position_embeddings"):
+        assert 0.7 < float(tensors[name].std()) < 1.3, name  # unit scale, whatever the size
+    scales = [tensor for name, tensor in tensors.items() if name.endswith("lambda1")]
+    assert scales and all(float(scale.abs().min()) > 0 and len(set(scale.tolist())) == scale.numel()
+                          for scale in scales)
+    dinov3 = torch_backbone("dinov3_vit", DINOV3_OPTIONS, seed=1)
+    inverse_periods = dinov3.rope_embeddings.inv_freq  # computed from rope_theta, not loaded: left as it is
+    assert torch.equal(inverse_periods, 1 / 37.5 ** torch.arange(0, 1, 4 / 16, dtype=torch.float32))
+
+
 def test_stage_selection_and_channels_follow_transformers():
     for model_type, config in (("dinov2", DINOV2_OPTIONS), ("dinov3_vit", DINOV3_OPTIONS)):
         for selection in (dict(out_indices=[-1]), dict(out_features=["stem", "stage2"]), dict(out_indices=[-3, -1])):
