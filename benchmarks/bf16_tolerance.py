@@ -1,4 +1,4 @@
-"""bfloat16 compute (float32 parameters) against float32: feature maps and gradients, ResNet-50 and Swin-T.
+"""bfloat16 compute (float32 parameters) against float32: feature maps and gradients, ResNet-50, Swin-T, DINOv2-S.
 
 Weights are transformers' modules with every parameter and buffer randomized (tests/helpers.py), converted;
 inputs are standard normal, batch 2, 224x224; loss = sum over feature maps of mean(map * r) with a fixed random r.
@@ -24,9 +24,9 @@ import numpy as np
 import transformers
 from flax import nnx
 
-from jaxbackbones import ResNetBackbone, ResNetConfig, SwinBackbone, SwinConfig
+from jaxbackbones import Dinov2Backbone, Dinov2Config, ResNetBackbone, ResNetConfig, SwinBackbone, SwinConfig
 from jaxbackbones.checkpoint import load_converted
-from jaxbackbones.convert import hf_resnet, hf_swin
+from jaxbackbones.convert import hf_resnet, hf_swin, hf_vit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import randomize_torch_module, state_dict_numpy  # noqa: E402
@@ -75,6 +75,10 @@ def main():
     compare("resnet50", randomize_torch_module(resnet), ResNetBackbone, ResNetConfig, hf_resnet.TABLE, train=False)
     swin = transformers.SwinBackbone(transformers.SwinConfig(out_indices=[1, 2, 3, 4], drop_path_rate=0.0)).eval()
     compare("swin_tiny", randomize_torch_module(swin), SwinBackbone, SwinConfig, hf_swin.TABLE, train=True)
+    dinov2 = transformers.Dinov2Backbone(transformers.Dinov2Config(
+        hidden_size=384, num_attention_heads=6, image_size=518, patch_size=14, out_indices=[3, 6, 9, 12])).eval()
+    compare("dinov2_s", randomize_torch_module(dinov2), Dinov2Backbone, Dinov2Config, hf_vit.dinov2_table(False),
+            train=True)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
     python benchmarks/run.py                      # CPU mode: fp32, batch 8, eager baselines
     python benchmarks/run.py --models resnet50,swin_tiny,convnext_tiny --batch 256 --dtype bfloat16 --torch-compile
+    python benchmarks/run.py --models vit_small_dinov2 --batch 4     # at 518: its CPU train step needs ~8 GB
 
 For each model: our jitted inference (compile time excluded and reported separately, peak memory) and
 training step (forward + backward + optax SGD, BatchNorm in train mode), then the baselines on the same
-device and batch: transformers' backbone eager, timm `features_only` eager (channels_last for ResNet) and,
-with --torch-compile, timm under `torch.compile`; bf16 runs use autocast. All four stages are returned.
+device and batch: transformers' backbone eager (where transformers has the model), timm `features_only` eager
+(channels_last for ResNet; ViTs use SDPA attention) and, with --torch-compile, timm under `torch.compile`; bf16 runs
+use autocast. Four stages are returned (ViTs: blocks 3, 6, 9, 12). Each model runs at its checkpoint's size
+(DINOv2: 518) unless --size is given.
 Prints a table and writes JSON (default benchmarks/results/<date>-<device>.json).
 """
 
@@ -25,10 +28,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxbackbones import AutoBackbone, ConvNextConfig, ResNetConfig, SwinConfig
+from jaxbackbones import AutoBackbone, ConvNextConfig, Dinov2Config, ResNetConfig, SwinConfig, TimmBackboneConfig
 
+_DINOV2_SMALL = dict(hidden_size=384, num_attention_heads=6, image_size=518, patch_size=14)
 MODELS = {
-    # name: (our config, transformers config kwargs, transformers class, timm architecture, timm out_indices)
+    # name: (our config, transformers config kwargs, transformers class (None: not in transformers), timm
+    # architecture, timm out_indices)
     "resnet50": (lambda: ResNetConfig(out_indices=[1, 2, 3, 4]), {}, "ResNet", "resnet50", (1, 2, 3, 4)),
     "resnet18": (lambda: ResNetConfig(layer_type="basic", hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
                                       out_indices=[1, 2, 3, 4]),
@@ -40,7 +45,13 @@ MODELS = {
     "convnext_tiny": (lambda: ConvNextConfig(out_indices=[1, 2, 3, 4]),
                       dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3]), "ConvNext", "convnext_tiny",
                       (0, 1, 2, 3)),
+    "vit_small_dinov2": (lambda: Dinov2Config(**_DINOV2_SMALL, out_indices=[3, 6, 9, 12]), _DINOV2_SMALL, "Dinov2",
+                         "vit_small_patch14_dinov2", (2, 5, 8, 11)),
+    "vit_base_patch16_224": (lambda: TimmBackboneConfig("vit_base_patch16_224", out_indices=[2, 5, 8, 11]), None,
+                             None, "vit_base_patch16_224", (2, 5, 8, 11)),
 }
+# Input sizes other than 224 (the checkpoint's).
+SIZES = {"vit_small_dinov2": 518}
 
 
 def time_calls(fn, iterations: int, repeats: int = 3) -> float:
@@ -159,10 +170,11 @@ def torch_baselines(name: str, batch: int, size: int, dtype: str, iterations: in
 
         results[label] = batch / time_calls(call, iterations)
 
-    config_class = getattr(transformers, f"{hf_family}Config")
-    backbone_class = getattr(transformers, f"{hf_family}Backbone")
-    hf_config = config_class(**hf_kwargs, out_features=["stage1", "stage2", "stage3", "stage4"])
-    measure("transformers_eager_inference_img_s", backbone_class(hf_config), train=False)
+    if hf_family is not None:
+        config_class = getattr(transformers, f"{hf_family}Config")
+        backbone_class = getattr(transformers, f"{hf_family}Backbone")
+        hf_config = config_class(**hf_kwargs, out_features=MODELS[name][0]().out_features)
+        measure("transformers_eager_inference_img_s", backbone_class(hf_config), train=False)
     measure("timm_eager_inference_img_s", timm.create_model(timm_arch, features_only=True, out_indices=timm_indices),
             train=False)
     measure("timm_eager_train_img_s", timm.create_model(timm_arch, features_only=True, out_indices=timm_indices),
@@ -192,7 +204,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet50,swin_tiny,convnext_tiny")
     parser.add_argument("--batch", type=int, default=None, help="default: 8 on CPU, 256 on an accelerator")
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=None, help="default: each model's checkpoint size (224, 518)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="default: float32 on CPU, bfloat16 on an accelerator")
     parser.add_argument("--iterations", type=int, default=None, help="calls per timing run (default 3 CPU, 20 GPU)")
@@ -207,13 +219,14 @@ def main():
     iterations = args.iterations or (3 if on_cpu else 20)
     env = environment() if not args.skip_torch else {"date": datetime.date.today().isoformat(),
                                                      "device": str(jax.devices()[0].device_kind)}
-    print(f"{env}\nbatch {batch}, {args.size}x{args.size}, {dtype}")
+    print(f"{env}\nbatch {batch}, {dtype}")
 
     rows = {}
     for name in args.models.split(","):
-        row = ours(name, batch, args.size, jnp.dtype(dtype), iterations)
+        size = args.size or SIZES.get(name, 224)
+        row = {"size": size, **ours(name, batch, size, jnp.dtype(dtype), iterations)}
         if not args.skip_torch:
-            row.update(torch_baselines(name, batch, args.size, dtype, iterations, args.torch_compile))
+            row.update(torch_baselines(name, batch, size, dtype, iterations, args.torch_compile))
             for task in ("inference", "train"):
                 for baseline in ("transformers_eager", "timm_eager", "timm_compile"):
                     if f"{baseline}_{task}_img_s" in row:
@@ -228,7 +241,7 @@ def main():
 
     output = args.output or Path(__file__).parent / "results" / f"{env['date']}-{env['device'].replace(' ', '_')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"environment": env, "batch": batch, "size": args.size, "dtype": dtype,
+    output.write_text(json.dumps({"environment": env, "batch": batch, "dtype": dtype,
                                   "results": rows}, indent=2) + "\n")
     print(f"\nwrote {output}")
 

@@ -285,3 +285,43 @@ def add_num_batches_tracked(state_dict: dict[str, np.ndarray], config=None) -> d
     for key in [key for key in state_dict if key.endswith(".running_mean")]:
         state_dict[key[: -len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
     return state_dict
+
+
+def fuse_parts(state_dict: Mapping[str, np.ndarray], pattern: re.Pattern, parts: Mapping[str, int],
+               fused: Callable[[re.Match], str]) -> dict[str, np.ndarray]:
+    """Concatenate (axis 0) the tensors that several torch keys hold and one of ours holds (q, k and v into qkv).
+
+    `pattern` matches a part's key; its group "part" names the part, which `parts` orders (name -> position); keys
+    whose match gives the same `fused(match)` name form a group. A complete group becomes one entry under that
+    name; an incomplete one is left as it is, so its keys are reported unexpected and its target missing. Returns a
+    new dict in the input's order (the fused entry where its first part was).
+    """
+    groups: dict[str, dict[int, str]] = {}
+    for key in state_dict:
+        match = pattern.fullmatch(key)
+        if match:
+            groups.setdefault(fused(match), {})[parts[match.group("part")]] = key
+    complete = {name: roles for name, roles in groups.items() if sorted(roles) == list(range(len(set(parts.values()))))}
+    first = {roles[min(roles)]: name for name, roles in complete.items()}
+    consumed = {key for roles in complete.values() for key in roles.values()}
+    output: dict[str, np.ndarray] = {}
+    for key, array in state_dict.items():
+        if key in first:
+            roles = complete[first[key]]
+            output[first[key]] = np.concatenate([np.asarray(state_dict[roles[i]]) for i in sorted(roles)], axis=0)
+        elif key not in consumed:
+            output[key] = array
+    return output
+
+
+def split_parts(state_dict: dict[str, np.ndarray], fused: str, parts: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Export's inverse of `fuse_parts`: every key containing `fused` becomes len(parts) keys (the name replaced by
+    each part's), its tensor split into equal parts along axis 0."""
+    output: dict[str, np.ndarray] = {}
+    for key, array in state_dict.items():
+        if fused in key:
+            for part, piece in zip(parts, np.split(array, len(parts), axis=0)):
+                output[key.replace(fused, part)] = piece
+        else:
+            output[key] = array
+    return output

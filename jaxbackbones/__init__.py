@@ -19,6 +19,8 @@ from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config,
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
+from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
+from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
 from .necks import FPN
 from .training import trainable_filter
 
@@ -40,6 +42,12 @@ __all__ = [
     "ConvNextV2Config",
     "DINOv3ConvNextConfig",
     "DINOv3ViTImageProcessor",
+    "DINOv3ViTBackbone",
+    "DINOv3ViTConfig",
+    "Dinov2Backbone",
+    "Dinov2Config",
+    "Dinov2WithRegistersBackbone",
+    "Dinov2WithRegistersConfig",
     "FPN",
     "PretrainedConfig",
     "load_backbone",

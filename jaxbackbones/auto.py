@@ -15,12 +15,14 @@ from flax import nnx
 
 from . import checkpoint, hub
 from .configuration import PretrainedConfig
-from .convert import hf_convnext, hf_resnet, hf_swin, timm_convnext, timm_resnet, timm_swin
+from .convert import hf_convnext, hf_resnet, hf_swin, hf_vit, timm_convnext, timm_resnet, timm_swin, timm_vit
 from .convert.rules import Table, export_state_dict
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
+from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
+from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
 from .sharding import ShardingRule, shard_model
 
 logger = logging.getLogger("jaxbackbones")
@@ -46,6 +48,8 @@ TIMM_TABLES: dict[str, Callable[[TimmBackboneConfig], Table]] = {
     "resnet": timm_resnet.table_for,
     "swin": timm_swin.table_for,
     "convnext": timm_convnext.table_for,
+    "vit": timm_vit.table_for,
+    "eva": timm_vit.table_for,
 }
 
 
@@ -60,6 +64,10 @@ FAMILIES: dict[str, Family] = {
     "convnextv2": Family(ConvNextV2Config, ConvNextBackbone, hf_convnext.TABLE, "ConvNextV2Backbone"),
     "dinov3_convnext": Family(DINOv3ConvNextConfig, ConvNextBackbone, hf_convnext.DINOV3_TABLE,
                               "DINOv3ConvNextBackbone"),
+    "dinov2": Family(Dinov2Config, Dinov2Backbone, hf_vit.dinov2_table_for, "Dinov2Backbone"),
+    "dinov2_with_registers": Family(Dinov2WithRegistersConfig, Dinov2WithRegistersBackbone, hf_vit.dinov2_table_for,
+                                    "Dinov2WithRegistersBackbone"),
+    "dinov3_vit": Family(DINOv3ViTConfig, DINOv3ViTBackbone, hf_vit.dinov3_table_for, "DINOv3ViTBackbone"),
     "timm_backbone": Family(TimmBackboneConfig, TimmBackbone, _timm_table, layout="timm"),
 }
 

@@ -131,11 +131,14 @@ class BackboneOutput:
             same layout; otherwise None.
         attentions: with `output_attentions=True` on attention backbones, the attention probabilities of every
             block, (batch * windows, heads, tokens, tokens); otherwise None.
+        cls_tokens: DINOv3 with `return_class_token=True`: the class token of every selected stage, (batch,
+            channels), as transformers' `DINOv3ViTBackboneOutput.cls_tokens`; otherwise None.
     """
 
     feature_maps: tuple[jax.Array, ...]
     hidden_states: tuple[jax.Array, ...] | None = None
     attentions: tuple[jax.Array, ...] | None = None
+    cls_tokens: tuple[jax.Array, ...] | None = None
 
     def __getitem__(self, key: str) -> Any:
         """`outputs["feature_maps"]`, as on transformers' ModelOutput."""

@@ -53,8 +53,9 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     else:
         expected = expected.feature_maps
     expected = [m.float().numpy() for m in expected]
-    actual = [np.asarray(m, dtype=np.float32).transpose(0, 3, 1, 2)
-              for m in ours(jnp.asarray(pixels.transpose(0, 2, 3, 1))).feature_maps]
+    # maps NHWC -> NCHW; token sequences (a ViT with reshape_hidden_states=False) stay (N, T, C), as the reference's
+    actual = [np.asarray(m, dtype=np.float32) for m in ours(jnp.asarray(pixels.transpose(0, 2, 3, 1))).feature_maps]
+    actual = [m.transpose(0, 3, 1, 2) if m.ndim == 4 else m for m in actual]
 
     print(f"{'stage':<10} {'shape (N, C, H, W)':<22} {'max abs diff':>12} {'relative':>10}")
     worst = 0.0

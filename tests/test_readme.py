@@ -42,6 +42,11 @@ def _convnextv2_tiny(folder):
         "size": {"shortest_edge": 224}, **IMAGENET}))
 
 
+def _dinov2_small(folder):
+    config = transformers.Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, patch_size=14)
+    randomize_torch_module(transformers.Dinov2Model(config), seed=0).save_pretrained(folder)
+
+
 def _timm(architecture):
     def build(folder):
         import timm
@@ -56,6 +61,7 @@ FIXTURES = {
     "microsoft/resnet-50": _resnet_50,
     "microsoft/swin-tiny-patch4-window7-224": _swin_tiny,
     "facebook/convnextv2-tiny-1k-224": _convnextv2_tiny,
+    "facebook/dinov2-small": _dinov2_small,
     "timm/resnet50.a1_in1k": _timm("resnet50.a1_in1k"),
     "timm/swin_tiny_patch4_window7_224.ms_in1k": _timm("swin_tiny_patch4_window7_224.ms_in1k"),
 }

@@ -12,6 +12,7 @@ from .convnext import ConvNeXtSpec
 from .resnet import ResNetSpec
 from .spec import TimmSpec
 from .swin import SwinSpec
+from .vit import EvaSpec, ViTSpec
 
-__all__ = ["TIMM_ARCHITECTURES", "TIMM_SPECS", "ConvNeXtSpec", "ResNetSpec", "SwinSpec", "TimmBackbone", "TimmBackboneConfig",
-           "TimmSpec", "resolve_architecture", "supported_architectures"]
+__all__ = ["TIMM_ARCHITECTURES", "TIMM_SPECS", "ConvNeXtSpec", "EvaSpec", "ResNetSpec", "SwinSpec", "TimmBackbone",
+           "TimmBackboneConfig", "TimmSpec", "ViTSpec", "resolve_architecture", "supported_architectures"]

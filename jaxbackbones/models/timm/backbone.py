@@ -5,10 +5,10 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 (preprocessing), next to `model.safetensors` or `pytorch_model.bin` holding the full timm state dict.
 
 `TIMM_ARCHITECTURES` lists the supported names with the keyword arguments timm's entrypoint functions pass to
-their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`; tests/test_timm.py
-checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's `model_args`, resolve
-to the family's `TimmSpec`, which builds the same modules that serve the transformers layout, with timm's options,
-and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
+their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`, `vit.py`;
+tests/test_timm.py checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's
+`model_args`, resolve to the family's `TimmSpec`, which builds the same modules that serve the transformers layout,
+with timm's options, and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
 
 Feature maps come out NHWC by default (`data_format="channels_first"`: NCHW), for every family, whatever layout
 timm itself returns them in.
@@ -27,22 +27,25 @@ from ...backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ...configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ...training import configure as configure_training
 from ..common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
-from . import convnext, resnet, swin
+from . import convnext, resnet, swin, vit
 from .convnext import ConvNeXtSpec
 from .resnet import ResNetSpec
 from .spec import TimmSpec
 from .swin import SwinSpec
+from .vit import EvaSpec, ViTSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec, ConvNeXtSpec)
+TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec, ConvNeXtSpec, ViTSpec, EvaSpec)
 # timm name -> (family, the keyword arguments timm's entrypoint gives the family's model class).
 TIMM_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     **{name: ("resnet", args) for name, args in resnet.ARCHITECTURES.items()},
     **{name: ("swin", args) for name, args in swin.ARCHITECTURES.items()},
     **{name: ("convnext", args) for name, args in convnext.ARCHITECTURES.items()},
+    **{name: ("vit", args) for name, args in vit.VIT_ARCHITECTURES.items()},
+    **{name: ("eva", args) for name, args in vit.EVA_ARCHITECTURES.items()},
 }
 _SPEC_OF_FAMILY = {spec.family: spec for spec in TIMM_SPECS}
 
@@ -130,12 +133,18 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
 
     @property
     def num_classes(self) -> int:
-        """The classifier size of the timm checkpoint (not part of the backbone; `export` writes its placeholder)."""
+        """The classifier size of the timm checkpoint (not part of the backbone; `export` writes its placeholder);
+        without one, that of the architecture's default weights."""
         pretrained_cfg = self.extra.get("pretrained_cfg") or {}
-        for source in (self.model_args, self.extra, pretrained_cfg):
+        for source in (self.model_args, self.extra, pretrained_cfg, self.entrypoint_args):
             if source.get("num_classes") is not None:
                 return int(source["num_classes"])
         return 1000
+
+    @property
+    def entrypoint_args(self) -> dict[str, Any]:
+        """timm's `create_model` keyword arguments for this checkpoint: the architecture's, then `model_args`."""
+        return {**TIMM_ARCHITECTURES[self.backbone.split(".")[0]][1], **self.model_args}
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -194,8 +203,9 @@ class TimmBackbone(BackboneModuleMixin, nnx.Module):
 
     `model(pixel_values)` returns a `BackboneOutput` with the selected stages' maps (`output_hidden_states=True`
     adds every stage's). The modules and their state paths are the family's transformers-layout ones (ResNet:
-    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`; ConvNeXt: `stem`, `stages.i`), so the two layouts
-    share modules. Stochastic depth acts in train mode only, with keys from the call's `rngs`.
+    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`; ConvNeXt: `stem`, `stages.i`; ViT: `patch_embed`, `cls_token`, `blocks.i`), so
+    the two layouts share modules. Stochastic depth (and DINOv3's RoPE coordinate augmentation, when the checkpoint
+    asks for it) acts in train mode only, with keys from the call's `rngs`.
     """
 
     def __init__(self, config: TimmBackboneConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
