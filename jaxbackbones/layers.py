@@ -15,12 +15,18 @@ def _quick_gelu(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(1.702 * x)
 
 
+def _gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU in torch's formula, 0.5 x (1 + erf(x / sqrt 2)). jax.nn.gelu(approximate=False) goes through erfc,
+    whose piecewise expansion made XLA:CPU's elementwise pass ~25% slower (Swin-T: 4% of the forward)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * 0.7071067811865476))
+
+
 # Names as transformers' ACT2FN spells them.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "relu6": jax.nn.relu6,
     "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu": _gelu,
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
@@ -48,13 +54,26 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 conv_kernel_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+# How `conv_general_dilated` runs 1x1 unpadded convolutions: None picks by the default backend while tracing (matrix
+# products on CPU, the convolution elsewhere); True or False forces one way. Read at trace time, so set it before the
+# model is traced (a jitted function already traced keeps its choice). benchmarks/gpu_session.py times both on a GPU.
+CONV1X1_AS_MATMUL: bool | None = None
+
+
+def conv1x1_as_matmul() -> bool:
+    """Whether 1x1 unpadded convolutions run as matrix products now (`CONV1X1_AS_MATMUL`, else CPU only)."""
+    if CONV1X1_AS_MATMUL is not None:
+        return CONV1X1_AS_MATMUL
+    return jax.default_backend() == "cpu"
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """`lax.conv_general_dilated` for NHWC x HWIO, with the convolutions XLA:CPU runs slowly rewritten.
 
-    - 1x1 unpadded convolutions are matrix products: XLA:CPU runs a 1x1 convolution 1.5-2.5x slower than the same
-      product (measured on ResNet-50's shapes); on GPU both are one GEMM. A strided 1x1 convolution is the product
-      on the strided subsample.
+    - 1x1 unpadded convolutions are matrix products on CPU: XLA:CPU runs a 1x1 convolution 1.5-2.5x slower than the
+      same product (measured on ResNet-50's shapes); on GPU both are one GEMM, and the convolution is kept unless
+      `CONV1X1_AS_MATMUL` says otherwise. A strided 1x1 convolution is the product on the strided subsample.
     - Depthwise convolutions at stride 1 (`feature_group_count` = channels, one filter each) are, on CPU, a sum of
       shifted, scaled copies of the input (`depthwise_conv_shifted`): XLA:CPU runs its grouped convolution about 10x
       slower (measured on ConvNeXt's 7x7 shapes). Other platforms keep the convolution (`lax.platform_dependent`).
@@ -62,7 +81,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
     explicit = not isinstance(padding, str)
     unpadded = explicit and all(tuple(pair) == (0, 0) for pair in padding)
-    if rhs.shape[:2] == (1, 1) and feature_group_count == 1 and unpadded and not dilated:
+    if (rhs.shape[:2] == (1, 1) and feature_group_count == 1 and unpadded and not dilated
+            and conv1x1_as_matmul()):
         stride_h, stride_w = window_strides
         return jax.lax.dot_general(lhs[:, ::stride_h, ::stride_w], rhs[0, 0], (((3,), (0,)), ((), ())),
                                    precision=precision, preferred_element_type=kwargs.get("preferred_element_type"))

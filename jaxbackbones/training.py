@@ -11,8 +11,10 @@ A backbone reads three config fields (written to `config.json` only when set; an
   unfrozen stage owns: for ResNet the stem / the stage's blocks; for Swin the patch embedding (and absolute
   position embedding) / the stage's blocks and the patch merging in front of them, plus the stage's output norm
   (`hidden_states_norms`); for ConvNeXt the patch embedding / the stage's downsampling and blocks, plus its output
-  norm (DINOv3-ConvNeXt's stem is the input and owns nothing; its patch embedding belongs to stage1). Frozen stages run as in eval mode whatever the model's mode: their BatchNorms are
-  frozen (as above), their dropout and drop path are off. Their parameters are left out of `trainable_filter`.
+  norm (DINOv3-ConvNeXt's stem is the input and owns nothing; its patch embedding belongs to stage1); for ViTs the
+  patch embedding, class / register tokens and position embedding / block K (the final norm goes with the last
+  stage). Frozen stages run as in eval mode whatever the model's mode: their BatchNorms are frozen (as above), their
+  dropout and drop path are off. Their parameters are left out of `trainable_filter`.
 - `gradient_checkpointing=True`: every block runs under `nnx.remat`, so its activations are recomputed in the
   backward pass instead of being kept: same outputs and gradients, less memory, about one more forward pass.
 

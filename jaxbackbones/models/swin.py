@@ -201,6 +201,12 @@ class WindowAttention(nnx.Module):
 
     q, k and v come from one fused (C, 3C) projection. The bias is gathered from the ((2w-1)**2, heads) table with
     a numpy index once per call; logits and softmax are float32.
+
+    Laid out for XLA: q, k and v are split head-major, (windows, heads, N, head_dim), so that both products are
+    plain batched matrix products, and the 1/sqrt(head_dim) scale multiplies q (as timm does; transformers scales
+    the logits: equal to float32 rounding). Scaling the (windows, heads, N, N) logits and contracting heads-minor
+    layouts with einsum made XLA:CPU materialise a broadcast scale and transposes around each product: the
+    attention took 2-3x longer.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool = True,
@@ -231,9 +237,9 @@ class WindowAttention(nnx.Module):
                  output_attentions: bool = False) -> tuple[jax.Array, jax.Array | None]:
         """x: (B * windows, N, C); region_ids: (windows, N) numpy, tokens attend only within their region."""
         windows, tokens, channels = x.shape
-        qkv = self.qkv(x).reshape(windows, tokens, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B_, N, heads, head_dim)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * self.scale
+        qkv = self.qkv(x).reshape(windows, tokens, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+        query, key, value = qkv[0] * self.scale, qkv[1], qkv[2]  # (B_, heads, N, head_dim)
+        logits = jnp.matmul(query, key.swapaxes(-1, -2), preferred_element_type=jnp.float32)
         logits = logits + self.relative_position_bias()[None]
         if region_ids is not None:
             ids = jnp.asarray(region_ids)  # a small constant; the (windows, N, N) mask is built on device
@@ -243,7 +249,7 @@ class WindowAttention(nnx.Module):
             logits = (logits + mask[None, :, None]).reshape(windows, self.num_heads, tokens, tokens)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         probs = self.attn_drop(probs, rngs=rngs)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, value).reshape(windows, tokens, channels)
+        out = jnp.matmul(probs, value).transpose(0, 2, 1, 3).reshape(windows, tokens, channels)
         out = self.proj_drop(self.proj(out), rngs=rngs)
         return out, (probs if output_attentions else None)
 

@@ -8,7 +8,8 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`, `vit.py`;
 tests/test_timm.py checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's
 `model_args`, resolve to the family's `TimmSpec`, which builds the same modules that serve the transformers layout,
-with timm's options, and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each family's stages and quirks.
+with timm's options, and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each
+family's stages and quirks.
 
 Feature maps come out NHWC by default (`data_format="channels_first"`: NCHW), for every family, whatever layout
 timm itself returns them in.
@@ -203,9 +204,9 @@ class TimmBackbone(BackboneModuleMixin, nnx.Module):
 
     `model(pixel_values)` returns a `BackboneOutput` with the selected stages' maps (`output_hidden_states=True`
     adds every stage's). The modules and their state paths are the family's transformers-layout ones (ResNet:
-    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`; ConvNeXt: `stem`, `stages.i`; ViT: `patch_embed`, `cls_token`, `blocks.i`), so
-    the two layouts share modules. Stochastic depth (and DINOv3's RoPE coordinate augmentation, when the checkpoint
-    asks for it) acts in train mode only, with keys from the call's `rngs`.
+    `stem`, `stages.i.blocks.j`; Swin: `patch_embed`, `stages.i`; ConvNeXt: `stem`, `stages.i`; ViT: `patch_embed`,
+    `cls_token`, `blocks.i`), so the two layouts share modules. Stochastic depth (and DINOv3's RoPE coordinate
+    augmentation, when the checkpoint asks for it) acts in train mode only, with keys from the call's `rngs`.
     """
 
     def __init__(self, config: TimmBackboneConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
