@@ -25,7 +25,16 @@ import re
 
 import numpy as np
 
-from .rules import CONV_KERNEL, Rule, Table, fuse_parts, linear_rules, norm_rules, split_parts
+from .rules import (
+    CONV_KERNEL,
+    Rule,
+    Table,
+    fuse_parts,
+    fused_groups,
+    linear_rules,
+    norm_rules,
+    split_parts,
+)
 
 _QKV_ROLES = {"query": 0, "key": 1, "value": 2, "q_proj": 0, "k_proj": 1, "v_proj": 2}
 _GATE_ROLES = {"gate_proj": 0, "up_proj": 1}
@@ -51,26 +60,35 @@ def _block_rules(block: str, *, proj: tuple[str, ...], biases: tuple[tuple[str, 
     return rules
 
 
-def _prepare(state_dict, block: str, mlp_fused: str):
-    """Fuse each block's q/k/v weights into `<block>.attention.qkv.weight` and a gated MLP's gate and up projections
-    into `<block>.mlp.<mlp_fused>.{weight,bias}` (`block`: the regex of a block's key prefix, any wrapper before);
-    drop an empty `register_tokens` (transformers keeps a (1, 0, C) parameter when there are no registers)."""
-    state_dict = {key: array for key, array in state_dict.items()
-                  if not (key.endswith("embeddings.register_tokens") and np.size(array) == 0)}
+def _fusions(block: str, mlp_fused: str):
+    """The (pattern, fused name) pairs of `fuse_parts`: each block's q/k/v weights into `<block>.attention.qkv.weight`,
+    a gated MLP's gate and up projections into `<block>.mlp.<mlp_fused>.{weight,bias}` (`block`: the regex of a
+    block's key prefix, any wrapper before)."""
     qkv = re.compile(rf"(?P<block>(?:.*\.)?{block})\.attention\.(?:attention\.)?(?P<part>query|key|value|[qkv]_proj)"
                      r"\.weight")
     gate = re.compile(rf"(?P<block>(?:.*\.)?{block})\.mlp\.(?P<part>gate_proj|up_proj)\.(?P<tensor>weight|bias)")
-    state_dict = fuse_parts(state_dict, qkv, _QKV_ROLES, lambda match: f"{match.group('block')}.attention.qkv.weight")
-    return fuse_parts(state_dict, gate, _GATE_ROLES,
-                      lambda match: f"{match.group('block')}.mlp.{mlp_fused}.{match.group('tensor')}")
+    return ((qkv, lambda match: f"{match.group('block')}.attention.qkv.weight"),
+            (gate, lambda match: f"{match.group('block')}.mlp.{mlp_fused}.{match.group('tensor')}"))
+
+
+def _prepare(state_dict, fusions):
+    """Fuse q/k/v and gate/up (`_fusions`); drop an empty `register_tokens` (transformers keeps a (1, 0, C)
+    parameter when there are no registers)."""
+    state_dict = {key: array for key, array in state_dict.items()
+                  if not (key.endswith("embeddings.register_tokens") and np.size(array) == 0)}
+    (qkv, qkv_name), (gate, gate_name) = fusions
+    return fuse_parts(fuse_parts(state_dict, qkv, _QKV_ROLES, qkv_name), gate, _GATE_ROLES, gate_name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # DINOv2 (with or without registers)
 
 
+_DINOV2_FUSIONS = _fusions(r"encoder\.layer\.\d+", "weights_in")
+
+
 def _dinov2_prepare(state_dict):
-    return _prepare(state_dict, r"encoder\.layer\.\d+", "weights_in")
+    return _prepare(state_dict, _DINOV2_FUSIONS)
 
 
 def _dinov2_unprepare(state_dict, config):
@@ -112,6 +130,7 @@ def dinov2_table(gated: bool) -> Table:
         ignore=(r"embeddings\.mask_token", r"classifier\..*"),
         prefixes=("dinov2_with_registers.", "dinov2."),
         prepare=_dinov2_prepare,
+        prepare_groups=fused_groups(*_DINOV2_FUSIONS),
         unprepare=_dinov2_unprepare,
     )
 
@@ -124,8 +143,11 @@ def dinov2_table_for(config) -> Table:
 # DINOv3
 
 
+_DINOV3_FUSIONS = _fusions(r"layer\.\d+", "gate_up")
+
+
 def _dinov3_prepare(state_dict):
-    return _prepare(state_dict, r"layer\.\d+", "gate_up")
+    return _prepare(state_dict, _DINOV3_FUSIONS)
 
 
 def _dinov3_unprepare(state_dict, config):
@@ -154,6 +176,7 @@ def dinov3_table(gated: bool) -> Table:
         ignore=(r"embeddings\.mask_token", r"rope_embeddings\.inv_freq"),
         prefixes=("model.",),
         prepare=_dinov3_prepare,
+        prepare_groups=fused_groups(*_DINOV3_FUSIONS),
         unprepare=_dinov3_unprepare,
     )
 

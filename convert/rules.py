@@ -314,6 +314,25 @@ def fuse_parts(state_dict: Mapping[str, np.ndarray], pattern: re.Pattern, parts:
     return output
 
 
+def fused_groups(*fusions: tuple[re.Pattern, Callable[[re.Match], str]]) -> Callable[[str], str | None]:
+    """`Table.prepare_groups` of a `prepare` made of `fuse_parts(state_dict, pattern, parts, fused)` calls: a key
+    that one of the (pattern, fused) pairs matches is prepared with the other parts of its fused name; any other
+    key alone."""
+
+    def group(key: str) -> str | None:
+        for pattern, fused in fusions:
+            if match := pattern.fullmatch(key):
+                return fused(match)
+        return None
+
+    return group
+
+
+def each_key_alone(key: str) -> None:
+    """`Table.prepare_groups` of a `prepare` that renames or splits keys one at a time."""
+    return None
+
+
 def split_parts(state_dict: dict[str, np.ndarray], fused: str, parts: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Export's inverse of `fuse_parts`: every key containing `fused` becomes len(parts) keys (the name replaced by
     each part's), its tensor split into equal parts along axis 0."""

@@ -22,7 +22,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .rules import CONV_KERNEL, Rule, Table, Transform, linear_rules, norm_rules
+from .rules import (
+    CONV_KERNEL,
+    Rule,
+    Table,
+    Transform,
+    each_key_alone,
+    linear_rules,
+    norm_rules,
+)
 
 # A 1x1 convolution (out, in, 1, 1) <-> an NNX Linear kernel (in, out).
 POINTWISE_CONV_KERNEL = Transform(lambda array: array.reshape(array.shape[:2]).T,
@@ -92,6 +100,7 @@ def table(stem_type: str, conv_mlp: bool) -> Table:
         # The head's norm and layers (and norm_pre) feed the classifier only.
         ignore=(r"head\..*", r"norm_pre\.(?:weight|bias)"),
         prepare=prepare,
+        prepare_groups=each_key_alone,
         unprepare=unprepare,
     )
 

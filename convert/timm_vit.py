@@ -24,7 +24,17 @@ import re
 
 import numpy as np
 
-from .rules import CONV_KERNEL, Rule, Table, fuse_parts, linear_rules, norm_rules, split_parts
+from .rules import (
+    CONV_KERNEL,
+    Rule,
+    Table,
+    each_key_alone,
+    fuse_parts,
+    fused_groups,
+    linear_rules,
+    norm_rules,
+    split_parts,
+)
 
 _BLOCK, _TARGET = "blocks.{block}", "blocks.{block}"
 _QKV_BIAS = re.compile(r"(.*\.attn\.)qkv\.bias")
@@ -78,9 +88,12 @@ def _join_qkv_bias(state_dict):
     return output
 
 
+def _swiglu_name(match: re.Match) -> str:
+    return f"{match.group('block')}.fc1.{match.group('tensor')}"
+
+
 def _fuse_swiglu(state_dict):
-    return fuse_parts(state_dict, _SWIGLU, {"fc1_g": 0, "fc1_x": 1},
-                      lambda match: f"{match.group('block')}.fc1.{match.group('tensor')}")
+    return fuse_parts(state_dict, _SWIGLU, {"fc1_g": 0, "fc1_x": 1}, _swiglu_name)
 
 
 def _head_placeholders(state_dict, config, *, norm: bool, fc_norm: bool):
@@ -125,6 +138,7 @@ VIT_TABLE = Table(
     ignore=_IGNORE,
     prefixes=_PREFIXES,
     prepare=_split_qkv_bias,
+    prepare_groups=each_key_alone,
     unprepare=_vit_unprepare,
 )
 
@@ -137,6 +151,7 @@ def eva_table(split_swiglu: bool) -> Table:
         ignore=_IGNORE,
         prefixes=_PREFIXES,
         prepare=_fuse_swiglu if split_swiglu else None,
+        prepare_groups=fused_groups((_SWIGLU, _swiglu_name)) if split_swiglu else None,
         unprepare=_eva_unprepare,
     )
 

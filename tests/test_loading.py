@@ -356,3 +356,64 @@ def test_an_unreachable_hub_is_detected_at_once_and_the_cache_still_serves(tmp_p
     with pytest.raises(OSError, match=rf"not in the local cache .* the hub \({endpoint}\) cannot be reached: .*"
                                       r"connect to the internet .*HF_HUB_OFFLINE=1"):
         hub.resolve_file("test-org/probe-missing", "config.json")
+
+
+def test_every_table_with_a_prepare_reads_checkpoints_file_by_file():
+    """A `prepare` without `prepare_groups` makes `iter_checkpoint` hold the whole checkpoint at once."""
+    from jaxbackbones.convert import (
+        hf_convnext,
+        hf_resnet,
+        hf_vit,
+        timm_convnext,
+        timm_resnet,
+        timm_swin,
+        timm_vit,
+    )
+
+    tables = [hf_resnet.TABLE, hf_swin.TABLE, hf_convnext.TABLE, hf_convnext.DINOV3_TABLE, timm_swin.TABLE,
+              timm_vit.VIT_TABLE]
+    tables += [table(flag) for table in (hf_vit.dinov2_table, hf_vit.dinov3_table, timm_vit.eva_table)
+               for flag in (False, True)]
+    tables += [timm_resnet.table(deep, avg) for deep in (False, True) for avg in (False, True)]
+    tables += [timm_convnext.table(stem, conv_mlp) for stem in timm_convnext.STEM_LAYOUTS
+               for conv_mlp in (False, True)]
+    for table in tables:
+        assert table.prepare is None or table.prepare_groups is not None, table
+
+
+@pytest.mark.parametrize("family", ["dinov2_with_registers", "dinov3_vit"])
+def test_vit_sharded_checkpoint_with_fused_tensors_split_across_files(family, tmp_path):
+    """q, k and v (and a gated MLP's gate and up projections) in different files: read file by file, each fusion
+    once its last part is read, the same model as from one file."""
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, patch_size=4,
+                  image_size=16, num_register_tokens=2)
+    if family == "dinov3_vit":
+        config, model_class = transformers.DINOv3ViTConfig(**common, use_gated_mlp=True), transformers.DINOv3ViTModel
+    else:
+        config = transformers.Dinov2WithRegistersConfig(**common, use_swiglu_ffn=True)
+        model_class = transformers.Dinov2WithRegistersModel
+    torch_model = randomize_torch_module(model_class(config).eval(), seed=3)
+    torch_model.save_pretrained(tmp_path / "single")
+    tensors = {key: np.array(array) for key, array in
+               read_safetensors(tmp_path / "single" / "model.safetensors").items()}
+    keys = sorted(tensors)
+    shards = [keys[i::3] for i in range(3)]  # neighbours (q, k, v; gate, up) land in different files
+    (tmp_path / "sharded").mkdir()
+    (tmp_path / "sharded" / "config.json").write_text((tmp_path / "single" / "config.json").read_text())
+    files = write_sharded_safetensors(tmp_path / "sharded", tensors, shards)
+
+    from jaxbackbones.auto import FAMILIES
+
+    table = FAMILIES[family].table_for(AutoConfig.from_pretrained(tmp_path / "single"))
+    parts = list(iter_checkpoint(files, table))
+    assert len(parts) > 3 and max(len(part) for part in parts) < len(tensors) // 2
+    for part in parts:
+        fused = {table.prepare_groups(key) for key in part} - {None}
+        assert len(fused) <= 1 and (not fused or all(table.prepare_groups(key) for key in part))
+
+    sharded = AutoBackbone.from_pretrained(tmp_path / "sharded")
+    single = AutoBackbone.from_pretrained(tmp_path / "single")
+    expected = {path: np.asarray(v[...]) for path, v in flat_state(single).items()}
+    assert set(flat_state(sharded)) == set(expected)
+    for path, variable in flat_state(sharded).items():
+        np.testing.assert_array_equal(np.asarray(variable[...]), expected[path], err_msg=path)
