@@ -1,6 +1,7 @@
 """Memory of `from_pretrained(..., mesh=, shard_axis=)` on 8 virtual CPU devices, for one big checkpoint.
 
     python benchmarks/sharded_loading.py                     # Swin-L (197M parameters), transformers layout
+    python benchmarks/sharded_loading.py --model vit_large                   # DINOv2 ViT-L/14 (304M parameters)
     python benchmarks/sharded_loading.py --model swin_base --shard-size 100MB
 
 Writes the model's checkpoint with random weights in the hub's layout (`save_pretrained`: one `model.safetensors`,
@@ -41,6 +42,8 @@ MODELS = {
                    dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=7)),
     "swin_base": ("SwinConfig", "SwinForImageClassification",
                   dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=7)),
+    "vit_large": ("Dinov2Config", "Dinov2Model", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                                      patch_size=14, image_size=518)),
     "resnet50": ("ResNetConfig", "ResNetForImageClassification", {}),
 }
 LOADS = {

@@ -17,8 +17,10 @@ def run_cli(*args, env=None):
                           timeout=300, env=env)
 
 
-def test_extract_offline_falls_back_to_random_weights_and_says_so():
-    result = run_cli("extract", "--out-indices", "0", "-1")
+def test_extract_offline_falls_back_to_random_weights_and_says_so(tmp_path):
+    # An empty cache of its own: other tests put a microsoft/resnet-50 fixture in the session's.
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "JAXBACKBONES_CACHE": str(tmp_path / "converted")}
+    result = run_cli("extract", "--out-indices", "0", "-1", env=env)
     assert result.returncode == 0, result.stderr
     assert "NOTE: could not load 'microsoft/resnet-50'" in result.stderr
     assert "HF_HUB_OFFLINE is set" in result.stderr and "RANDOM weights" in result.stderr
