@@ -66,7 +66,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 # (section, seconds): the time box of each, in order. Unused seconds pass on to the next.
-SECTIONS = [("throughput", 300), ("parity", 35), ("sweep", 50), ("large", 30), ("levers", 40), ("profile", 25)]
+SECTIONS = [("throughput", 330), ("parity", 40), ("sweep", 45), ("large", 25), ("levers", 25), ("profile", 15)]
 OPTIONAL_SECTIONS = [("flags", 150)]
 # Models for the sweep, the 800x1333 runs, the levers and the profile (the throughput section takes all of MODELS).
 FOCUS = ("resnet50", "swin_tiny")
@@ -369,15 +369,16 @@ def parity_one(name: str, entry, settings: Settings, record) -> None:
             import timm
             from timm.models._hub import save_for_hf
 
-            save_for_hf(randomize_torch_module(timm.create_model(entry.timm, **entry.timm_kwargs), seed=0), folder)
-            reference_model = timm.create_model(
-                entry.timm, features_only=True, out_indices=entry.timm_out_indices, pretrained=True,
-                pretrained_cfg_overlay=dict(file=str(Path(folder) / "model.safetensors")), **entry.timm_kwargs,
-            ).eval()
+            save_for_hf(randomize_torch_module(timm.create_model(entry.timm, **entry.timm_kwargs), seed=0), folder,
+                        safe_serialization=True)
+            reference_model = bench.timm_model(entry, size, pretrained=True, pretrained_cfg_overlay=dict(
+                file=str(Path(folder) / "model.safetensors"))).eval()
 
             def maps(x):
                 return reference_model(x)
-        models = {dtype: AutoBackbone.from_pretrained(folder, dtype=dtype) for dtype in (jnp.float32, jnp.bfloat16)}
+        out_indices = list(entry.config().out_indices)  # a timm folder's config does not hold them
+        models = {dtype: AutoBackbone.from_pretrained(folder, dtype=dtype, out_indices=out_indices)
+                  for dtype in (jnp.float32, jnp.bfloat16)}
     reference_model = reference_model.to(device)
     with torch.no_grad():
         reference = [f.float().cpu().numpy() for f in maps(torch_pixels)]

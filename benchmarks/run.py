@@ -256,10 +256,11 @@ def torch_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def timm_model(entry: Entry, size: tuple[int, int]):
+def timm_model(entry: Entry, size: tuple[int, int], **kwargs):
+    """timm's features_only model of `entry` for inputs of `size` (`kwargs`: more `timm.create_model` arguments)."""
     import timm
 
-    kwargs = dict(entry.timm_kwargs)
+    kwargs = {**entry.timm_kwargs, **kwargs}
     if size != entry.size:
         kwargs.update(entry.timm_resize_kwargs)
     return timm.create_model(entry.timm, features_only=True, out_indices=entry.timm_out_indices, **kwargs)
