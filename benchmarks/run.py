@@ -3,6 +3,7 @@
     python benchmarks/run.py                      # CPU mode: fp32, batch 8, eager baselines
     python benchmarks/run.py --models resnet50,swin_tiny --batch 256 --dtype bfloat16 --torch-compile   # GPU
     python benchmarks/run.py --models swin_tiny --size 800x1333 --batch 2
+    python benchmarks/run.py --models resnet50,swin_tiny --skip-train --threads 1   # CPU: load-robust, one core
     python benchmarks/run.py --models vit_small_dinov2 --batch 4     # at 518: its CPU train step needs ~8 GB
 
 For each model of `MODELS`: our jitted inference (compile time excluded and reported separately, memory) and
@@ -12,7 +13,13 @@ same device and batch: transformers' backbone eager (where transformers has the 
 use autocast. Four stages are returned (ViTs: blocks 3, 6, 9, 12), at each model's checkpoint size (DINOv2: 518)
 unless --size is given.
 Prints the machine (CPU model and vector extensions, GPU, versions) and a table, and writes JSON (default
-benchmarks/results/<date>-<device>.json). benchmarks/gpu_session.py runs every accelerator measurement in one go.
+benchmarks/results/<date>-<device>.json).
+
+On a CPU shared with other processes, wall-clock ratios depend on the load: torch's OpenMP threads wait for each
+other at every operator, so a loaded 2-core machine slows timm far more than XLA (measured on 2 EPYC cores at load
+8-11: ResNet-50 and Swin-T at 1.8x and 3.5x timm eager with 2 threads, 0.91x and 1.13x pinned to one core).
+`--threads 1` pins the process to one core (XLA's thread pool and torch's threads follow), which makes the CPU time
+per image (`cpu_ratio_vs_*`) a comparison of the work each does that other processes' load hardly moves. benchmarks/gpu_session.py runs every accelerator measurement in one go.
 
 A model family is benchmarked by one `Entry` in `MODELS`: our config, the transformers config/backbone classes,
 the timm architecture and its `out_indices`, the input size.
@@ -410,7 +417,9 @@ def cpu_description() -> dict:
     if ids:
         model += " (" + ", ".join(f"{key} {value}" for key, value in ids.items()) + ")"
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [flag for flag in wanted if flag in flags],
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_threads": threads,
+            "cpu_flags": [flag for flag in wanted if flag in flags],
             "avx512": "avx512f" in flags, "amx": "amx_tile" in flags,
             "load_average": [round(load, 2) for load in os.getloadavg()]}
 
@@ -461,8 +470,17 @@ def main():
     parser.add_argument("--torch-compile", action="store_true", help="also time timm under torch.compile")
     parser.add_argument("--skip-torch", action="store_true", help="only our models")
     parser.add_argument("--skip-train", action="store_true", help="inference only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU mode: pin the process to this many cores (XLA and torch use that many threads)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    if args.threads:
+        # before the first jax.devices(): XLA:CPU sizes its thread pool from the cores the process may run on
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+        if not args.skip_torch:
+            import torch
+
+            torch.set_num_threads(args.threads)
 
     unknown = [name for name in args.models.split(",") if name not in MODELS]
     if unknown:
@@ -474,6 +492,10 @@ def main():
     args.rounds = args.rounds or (7 if on_cpu else 3)
     env = environment(with_torch=not args.skip_torch)
     print(f"{env}\nbatch {batch}, {dtype}")
+    if on_cpu:
+        print(f"CPU: {env['cpu']}, {env['cpu_threads']} of {env['cpu_count']} cores used, AVX-512 "
+              f"{'yes' if env['avx512'] else 'no'} ({' '.join(env['cpu_flags']) or 'no AVX2'}), load average "
+              f"{env['load_average']}")
 
     rows = {}
     for name in args.models.split(","):
