@@ -184,19 +184,33 @@ class BackboneModuleMixin:
         """Channels of each selected feature map, in `out_features` order."""
         return [self.out_feature_channels[name] for name in self.out_features]
 
+    def random_layers(self) -> list[str]:
+        """The kinds of layer a call would draw random numbers for, from the `dropout` stream of its `rngs` (e.g.
+        `["DropPath(2 layers, rate <= 0.2)", "RotaryPositions(coordinate augmentation)"]`): in train mode, active
+        dropout and drop path, and DINOv3's rotary coordinate augmentation; none in eval mode (`.eval()`; frozen
+        stages turn theirs off)."""
+        from .layers import DropPath, RotaryPositions
+
+        rates: dict[str, list[float]] = {}
+        augmented = False
+        for _, node in nnx.iter_graph(self):
+            if isinstance(node, (nnx.Dropout, DropPath)) and node.rate > 0 and not node.deterministic:
+                rates.setdefault(type(node).__name__, []).append(node.rate)
+            augmented = augmented or (isinstance(node, RotaryPositions) and node.augments)
+        active = [f"{name}({len(found)} layer{'s' * (len(found) > 1)}, rate <= {max(found):g})"
+                  for name, found in sorted(rates.items())]
+        return active + (["RotaryPositions(coordinate augmentation)"] if augmented else [])
+
     def check_rngs(self, rngs) -> None:
-        """`ValueError` when the call gives no `rngs` but the model would draw random numbers: train mode with an
-        active dropout or drop path (`.eval()` and frozen stages turn them off)."""
+        """`ValueError` when the call gives no `rngs` but the model would draw random numbers (`random_layers`)."""
         if rngs is not None:
             return
-        from .layers import DropPath
-
-        active = sorted({f"{type(node).__name__}(rate={node.rate})" for _, node in nnx.iter_graph(self)
-                         if isinstance(node, (nnx.Dropout, DropPath)) and node.rate > 0 and not node.deterministic})
+        active = self.random_layers()
         if active:
             raise ValueError(
-                f"{type(self).__name__} is in train mode with active dropout or stochastic depth ({', '.join(active)}) "
-                "but no rngs were given; pass rngs=nnx.Rngs(dropout=seed), or call .eval() for deterministic inference"
+                f"{type(self).__name__} is in train mode with active dropout, stochastic depth or position "
+                f"augmentation ({', '.join(active)}) but no rngs were given; pass rngs=nnx.Rngs(dropout=seed), or call "
+                ".eval() for deterministic inference"
             )
 
     def train(self, **attributes):

@@ -185,9 +185,10 @@ def models(args) -> int:
         if not shown:
             continue
         print(f"{model_type}: {description}")
+        width = max(42, *(len(name) + 1 for name in shown))
         for name in shown:
             stages = catalog.stages(catalog.config_of_listing(model_type, name))
-            print(f"  {name:<42}" + "  ".join(f"{i}:{stage} {channels}/{reduction}"
+            print(f"  {name:<{width}}" + "  ".join(f"{i}:{stage} {channels}/{reduction}"
                                                for i, (stage, channels, reduction) in enumerate(stages)))
     print("\nstages as out_indices:stage_name channels/reduction (the stride relative to the input); each name "
           "builds offline with `jaxbackbones extract --model NAME --random-init`")
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     extract_parser.add_argument("--model", default=DEFAULT_MODEL,
                                 help="hub repo id, local folder, or timm architecture name")
     selection = extract_parser.add_mutually_exclusive_group()
-    selection.add_argument("--out-indices", type=int, nargs="+", help="stage indices, e.g. 1 2 3 4 or -1")
+    selection.add_argument("--out-indices", type=int, nargs="+",
+                           help="stage indices, e.g. 1 4 or -1 (default: the last four)")
     selection.add_argument("--out-features", nargs="+", help="stage names, e.g. stage1 stage4")
     extract_parser.add_argument("--random-init", action="store_true",
                                 help="the --model architecture with random weights, no download")
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "extract" and args.out_indices is None and args.out_features is None:
-        args.out_indices = [1, 2, 3, 4]
+        # The last four stages: stage1-4 of the transformers layouts, timm's four ConvNeXt stages, a ViT's last blocks.
+        args.out_indices = [-4, -3, -2, -1]
     try:
         return args.handler(args)
     except (OSError, ValueError) as error:  # user errors: a message, not a traceback

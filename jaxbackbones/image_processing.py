@@ -27,7 +27,6 @@ import dataclasses
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
@@ -830,7 +829,7 @@ class AutoImageProcessor:
         path = resolve_file(name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, required=False)
         if path is not None:
             config = read_json(path)
-            return _processor_class(config, path).from_dict(config, **overrides)
+            return processor_class(config, path).from_dict(config, **overrides)
 
         config = load_config_dict(name_or_path, revision=revision)
         if "architecture" not in config:
@@ -842,15 +841,15 @@ class AutoImageProcessor:
         return TimmImageProcessor.from_pretrained_cfg(config.get("pretrained_cfg", config), **overrides)
 
 
-def _processor_class(config: dict, path: Path) -> type[_TransformersImageProcessor]:
-    """The class named by a preprocessor_config.json."""
+def processor_class(config: dict, where: str | os.PathLike) -> type[_TransformersImageProcessor]:
+    """The class a parsed preprocessor_config.json names (`where` names it in the error)."""
     name = config.get("image_processor_type") or config.get("feature_extractor_type")
     # Feature extractors were renamed image processors; "Pil" and "Fast" name backends of one processor.
     base_name = (name or "").replace("FeatureExtractor", "ImageProcessor").removesuffix("Fast").removesuffix("Pil")
     if base_name not in PROCESSOR_CLASSES:
         supported = ", ".join(PROCESSOR_CLASSES)
         raise ValueError(
-            f"{path} names the image processor {name!r}: supported are {supported} (or their FeatureExtractor, "
+            f"{where} names the image processor {name!r}: supported are {supported} (or their FeatureExtractor, "
             "Pil and Fast names), and timm checkpoints"
         )
     return PROCESSOR_CLASSES[base_name]

@@ -13,10 +13,11 @@ Every call runs the NNX module itself, so outputs, gradients and statistics upda
 
 What `ToLinen` does not do, `LinenBackbone` adds once, for every family:
 - `train=True` / `False` switches the NNX module's mode (`.train()` / `.eval()`: batch statistics and their update,
-  dropout and drop path; frozen BatchNorms and frozen stages stay as the config says).
-- Dropout and drop path draw from Linen's `dropout` rng stream: the NNX module is called with
-  `rngs=nnx.Rngs(dropout=self.make_rng("dropout"))` (only when one of them is active). `dropout_key(key, path)` is that
-  key, so `nnx_model(x, rngs=nnx.Rngs(dropout=dropout_key(key, path)))` reproduces `apply(..., rngs={"dropout": key})`.
+  dropout, drop path and position augmentation; frozen BatchNorms and frozen stages stay as the config says).
+- Dropout, drop path and DINOv3's rotary coordinate augmentation draw from Linen's `dropout` rng stream: the NNX
+  module is called with `rngs=nnx.Rngs(dropout=self.make_rng("dropout"))` (only when one of them is active: the
+  model's `random_layers()`). `dropout_key(key, path)` is that key, so
+  `nnx_model(x, rngs=nnx.Rngs(dropout=dropout_key(key, path)))` reproduces `apply(..., rngs={"dropout": key})`.
 - Applying builds the module from an `nnx.eval_shape` skeleton (cached per config) filled with `variables`, instead
   of initialising random weights on every call; missing, unexpected or misshapen variables raise `ValueError`.
 - An update of a collection that `apply` was not allowed to change (the BatchNorm statistics in train mode without
@@ -43,7 +44,6 @@ from flax.nnx import bridge
 from flax.nnx.variablelib import variable_name_from_type
 
 from .auto import FAMILIES, AutoBackbone
-from .layers import DropPath
 
 Path = tuple[str, ...]
 
@@ -73,12 +73,6 @@ def to_variables(model: nnx.Module) -> dict[str, dict]:
 def _skeleton(nnx_class, args: tuple, kwargs: FrozenDict):
     """(graphdef, abstract state) of the module `nnx_class(*args, **kwargs)` builds: no arrays are made."""
     return nnx.split(nnx.eval_shape(lambda: nnx_class(*args, **kwargs, rngs=nnx.Rngs(0))))
-
-
-def _stochastic(model: nnx.Module) -> bool:
-    """Whether a call draws random numbers: an active dropout or drop path layer."""
-    return any(isinstance(node, (nnx.Dropout, DropPath)) and node.rate > 0 and not node.deterministic
-               for _, node in nnx.iter_graph(model))
 
 
 def _values(model: nnx.Module) -> dict[tuple, Any]:
@@ -131,9 +125,10 @@ class LinenBackbone(bridge.ToLinen):
             model.train()
         else:
             model.eval()
-        if _stochastic(model):
+        random_layers = model.random_layers()
+        if random_layers:
             if not (self.has_rng("dropout") or self.is_initializing()):
-                raise ValueError(f"{type(model).__name__} is in train mode with active dropout or drop path: pass "
+                raise ValueError(f"{type(model).__name__} is in train mode with {', '.join(random_layers)}: pass "
                                  "rngs={'dropout': key} to apply (or train=False)")
             kwargs["rngs"] = nnx.Rngs(dropout=self.make_rng("dropout"))
         before = _values(model)

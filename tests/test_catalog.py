@@ -2,18 +2,66 @@
 
 from __future__ import annotations
 
+import json
+
+import jax
+import jax.numpy as jnp
 import pytest
 import transformers
+from flax import nnx
 from helpers import SMALL_CONFIGS
+from test_image_processing import DINOV2_PREPROCESSOR, DINOV3_PREPROCESSOR
 
-from jaxbackbones import AutoConfig, catalog
+from jaxbackbones import AutoBackbone, AutoConfig, TimmBackboneConfig, catalog
 from jaxbackbones.auto import FAMILIES
 from jaxbackbones.models.timm import supported_architectures
+
+# transformers' config class of each model type.
+TRANSFORMERS_CONFIGS = {
+    "resnet": transformers.ResNetConfig, "swin": transformers.SwinConfig, "convnext": transformers.ConvNextConfig,
+    "convnextv2": transformers.ConvNextV2Config, "dinov3_convnext": transformers.DINOv3ConvNextConfig,
+    "dinov2": transformers.Dinov2Config, "dinov2_with_registers": transformers.Dinov2WithRegistersConfig,
+    "dinov3_vit": transformers.DINOv3ViTConfig,
+}
+# The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
+# transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
+# (all but 7B).
+_DINOV3_TIMM = {"vits16": "vit_small_patch16_dinov3_qkvb", "vits16plus": "vit_small_plus_patch16_dinov3_qkvb",
+                "vitb16": "vit_base_patch16_dinov3_qkvb", "vitl16": "vit_large_patch16_dinov3_qkvb",
+                "vith16plus": "vit_huge_plus_patch16_dinov3_qkvb", "vit7b16": "vit_7b_patch16_dinov3"}
+
+
+def timm_equivalent(name: str) -> str | None:
+    repo = name.removeprefix("facebook/")
+    for prefix, template in (("convnext-", "convnext_{}"), ("convnextv2-", "convnextv2_{}"),
+                             ("dinov3-convnext-", "convnext_{}"),
+                             ("dinov2-with-registers-", "vit_{}_patch14_reg4_dinov2"),
+                             ("dinov2-", "vit_{}_patch14_dinov2")):
+        if repo.startswith(prefix):
+            return template.format(repo.removeprefix(prefix).split("-")[0])
+    if repo.startswith("dinov3-vit"):
+        return _DINOV3_TIMM[repo.removeprefix("dinov3-").split("-")[0]]
+    return None
+
+
+NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
+                      if known.model_type not in ("resnet", "swin"))
+# The smallest checkpoint of each family, built in full (abstractly) and run.
+SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
+            "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
+            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m"]
+# What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
+# layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
+# position resampling).
+VIT_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "mlp_hidden", "num_channels", "mlp_activation",
+              "gated_mlp", "qkv_bias", "proj_bias", "mlp_bias", "class_token", "register_tokens", "position_grid",
+              "rope_theta", "norm_eps")
 
 
 @pytest.mark.parametrize("family", sorted(SMALL_CONFIGS))
 def test_listed_stages_are_the_modules_stages(family):
-    """`stages` builds one block per stage, or reads a timm spec: it must agree with the full module."""
+    """`stages` builds one block per stage (one layer for ViTs), or reads a timm spec: it must agree with the full
+    module."""
     config = SMALL_CONFIGS[family]()
     assert catalog.stages(config) == catalog._traced_stages(config)
 
@@ -23,25 +71,87 @@ def test_every_family_and_timm_architecture_is_listed():
     assert set(listing) == set(FAMILIES)
     assert set(listing["timm_backbone"]) >= set(supported_architectures())
     for model_type, names in listing.items():
+        assert names != [model_type], f"{model_type} has no known checkpoint"
         for name in names:
             assert catalog.config_of_listing(model_type, name).model_type == model_type
 
 
+def _settings(processor) -> dict:
+    """What a transformers processor (ours or theirs) does, comparably."""
+    def size(value):
+        return None if value is None else {key: value for key, value in dict(value).items() if value is not None}
+
+    return dict(size=size(processor.size), resample=int(processor.resample), crop=bool(processor.do_center_crop),
+                crop_size=size(processor.crop_size) if processor.do_center_crop else None,
+                crop_pct=getattr(processor, "crop_pct", None), mean=list(processor.image_mean),
+                std=list(processor.image_std))
+
+
 @pytest.mark.parametrize("name", sorted(catalog.KNOWN_CHECKPOINTS))
-def test_known_checkpoints_are_valid_transformers_configs(name):
-    """Each row builds our config, and the same values build transformers' config (no misspelt field)."""
+def test_known_checkpoints_are_valid_transformers_configs(name, tmp_path):
+    """Each row builds our config, and the same values build transformers' config (no misspelt field, the same
+    defaults for the rest); its preprocessing reads into the processor transformers reads it into."""
     known = catalog.KNOWN_CHECKPOINTS[name]
     ours = catalog.offline_config(name)
-    theirs = {"resnet": transformers.ResNetConfig, "swin": transformers.SwinConfig}[known.model_type](**known.config)
+    theirs = TRANSFORMERS_CONFIGS[known.model_type](**known.config)
+    fields = type(ours).defaults
     assert ours == AutoConfig.for_model(known.model_type, **{
-        key: value for key, value in theirs.to_dict().items() if key in type(ours).defaults})
-    processor = catalog.offline_processor(name, ours)
-    assert processor.size in ({"shortest_edge": 224}, {"height": 224, "width": 224}, {"height": 384, "width": 384})
+        key: value for key, value in theirs.to_dict().items() if key in fields})
+    # the config.json transformers writes for these values reads into the same config
+    (tmp_path / "config.json").write_text(theirs.to_json_string())
+    hub = AutoConfig.from_pretrained(tmp_path)
+    assert {key: getattr(hub, key) for key in fields} == {key: getattr(ours, key) for key in fields}
+    assert hub.stage_names == ours.stage_names
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(known.preprocessing))
+    # transformers has DINOv3's processor in its torchvision backend only
+    backend = "torchvision" if known.model_type.startswith("dinov3") else "pil"
+    reference = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend=backend)
+    assert _settings(catalog.offline_processor(name, ours)) == _settings(reference)
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
+    """timm's entrypoint of the same network states the same widths, depths and stages."""
+    config = catalog.offline_config(name)
+    spec = TimmBackboneConfig(timm_equivalent(name)).timm_spec
+    stages = catalog.stages(config)
+    if spec.family == "convnext":
+        assert (config.depths, config.hidden_sizes, config.use_grn) == (list(spec.depths), list(spec.dims),
+                                                                        spec.use_grn)
+    else:
+        ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
+        assert {field: getattr(ours, field) for field in VIT_FIELDS} == {
+            field: getattr(spec.layout(), field) for field in VIT_FIELDS}
+    # the stem of transformers' layout is timm's first stage (ConvNeXt) or the tokens before the first block (ViT)
+    assert [stage[1:] for stage in stages[1:]] == list(zip(spec.num_features, spec.reductions))
+
+
+@pytest.mark.parametrize("name", SMALLEST)
+def test_smallest_checkpoints_build_and_run(name):
+    """The full module of the stated config (abstractly: no weights drawn), run at the checkpoint's input size:
+    every stage's map has the listed channels and stride."""
+    config = catalog.offline_config(name, out_indices=list(range(len(catalog.offline_config(name).stage_names))))
+    model = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
+    model.eval()
+    size = catalog.offline_processor(name, config).size
+    height = size.get("height", size.get("shortest_edge"))
+    pixels = jax.ShapeDtypeStruct((1, height, height, 3), jnp.float32)
+    outputs = nnx.eval_shape(lambda model, pixels: model(pixels), model, pixels)
+    assert [feature_map.shape for feature_map in outputs.feature_maps] == [
+        (1, height // reduction, height // reduction, channels) for _, channels, reduction in catalog.stages(config)]
+
+
+def test_preprocessing_is_the_hub_files_test_image_processing_states():
+    assert catalog.DINOV2_PREPROCESSING == DINOV2_PREPROCESSOR
+    assert catalog.DINOV3_PREPROCESSING == DINOV3_PREPROCESSOR
 
 
 def test_timm_names_with_tags_and_repo_ids():
     assert catalog.timm_architecture("timm/resnet50.a1_in1k") == "resnet50"
     assert catalog.timm_architecture("swin_tiny_patch4_window7_224.ms_in1k") == "swin_tiny_patch4_window7_224"
+    assert catalog.timm_architecture("timm/vit_small_patch16_dinov3.lvd1689m") == "vit_small_patch16_dinov3"
     assert catalog.timm_architecture("someone/resnet50") is None and catalog.timm_architecture("vgg16") is None
     assert catalog.offline_config("microsoft/resnet-50", out_indices=[1, 4]).out_features == ["stage1", "stage4"]
+    assert catalog.offline_config("facebook/dinov2-small", out_indices=[-1]).out_features == ["stage12"]
     assert catalog.offline_config("someone/mystery-net") is None

@@ -162,7 +162,13 @@ def test_extract_random_init_builds_the_named_architecture():
 def test_random_init_knows_timm_names_and_known_repos_offline(tmp_path):
     from jaxbackbones import ResNetConfig, SwinConfig, TimmBackboneConfig
     from jaxbackbones.cli import _architecture
-    from jaxbackbones.image_processing import ConvNextImageProcessor, TimmImageProcessor, ViTImageProcessor
+    from jaxbackbones.image_processing import (
+        BitImageProcessor,
+        ConvNextImageProcessor,
+        DINOv3ViTImageProcessor,
+        TimmImageProcessor,
+        ViTImageProcessor,
+    )
 
     for name in ("resnet50", "resnet50.a1_in1k", "timm/resnet50.a1_in1k"):
         config, processor = _architecture(name, {"out_indices": [1]}, "test")
@@ -175,6 +181,13 @@ def test_random_init_knows_timm_names_and_known_repos_offline(tmp_path):
     config, processor = _architecture("microsoft/resnet-18", {}, "test")
     assert (config.layer_type, config.depths) == ("basic", [2, 2, 2, 2]) and isinstance(processor,
                                                                                      ConvNextImageProcessor)
+    config, processor = _architecture("facebook/dinov2-small", {"out_indices": [-1]}, "test")
+    assert (config.hidden_size, config.image_size, config.out_features) == (384, 518, ["stage12"])
+    assert isinstance(processor, BitImageProcessor) and processor.size == {"shortest_edge": 256}
+    config, processor = _architecture("facebook/dinov3-convnext-tiny-pretrain-lvd1689m", {}, "test")
+    assert config.model_type == "dinov3_convnext" and isinstance(processor, DINOv3ViTImageProcessor)
+    config, processor = _architecture("convnext_tiny", {}, "test")
+    assert config == TimmBackboneConfig("convnext_tiny") and processor.crop_pct == 0.875
     # a local folder (or a cached repo) names its architecture in config.json
     ResNetConfig(depths=[1, 1], hidden_sizes=[8, 16], embedding_size=4).save_pretrained(tmp_path / "local")
     transformers.ConvNextImageProcessor().save_pretrained(tmp_path / "local")
@@ -206,6 +219,7 @@ def test_an_unreachable_hub_is_detected_at_once():
 
 
 def test_models_lists_every_family_and_timm_architecture():
+    from jaxbackbones import catalog
     from jaxbackbones.auto import FAMILIES
     from jaxbackbones.models.timm import supported_architectures
 
@@ -214,7 +228,9 @@ def test_models_lists_every_family_and_timm_architecture():
     lines = result.stdout.splitlines()
     assert {line.split(":")[0] for line in lines if line and not line.startswith(" ")} >= set(FAMILIES)
     names = {line.split()[0] for line in lines if line.startswith("  ")}
-    assert names >= set(supported_architectures()) | {"microsoft/resnet-50", "microsoft/swin-tiny-patch4-window7-224"}
+    assert names >= set(supported_architectures()) | set(catalog.KNOWN_CHECKPOINTS)
+    dinov3 = next(line for line in lines if line.startswith("  facebook/dinov3-convnext-large-pretrain-lvd1689m "))
+    assert dinov3.split()[1:3] == ["0:stem", "3/1"] and dinov3.split()[-2:] == ["4:stage4", "1536/32"]
     swin = next(line for line in lines if line.startswith("  microsoft/swin-base-patch4-window12-384"))
     assert swin.split()[1:] == ["0:stem", "128/4", "1:stage1", "128/4", "2:stage2", "256/8", "3:stage3", "512/16",
                                 "4:stage4", "1024/32"]

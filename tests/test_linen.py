@@ -14,7 +14,7 @@ import transformers
 from flax import nnx, traverse_util
 from helpers import SMALL_CONFIGS, fresh_model, randomize_torch_module, write_to_hub_cache
 
-from jaxbackbones import AutoBackbone, ResNetConfig, SwinConfig
+from jaxbackbones import AutoBackbone, DINOv3ViTConfig, ResNetConfig, SwinConfig
 from jaxbackbones import linen as jl
 
 FAMILIES = sorted(SMALL_CONFIGS)
@@ -66,7 +66,7 @@ def test_eval_outputs_and_variables_match_nnx(family):
 
     # Eval mode is deterministic: no rngs needed, none consumed.
     model.eval()
-    x = _images((2, 37, 29, 3))
+    x = _images((2, 41, 35, 3))  # odd and non-square (position embeddings resampled), a pixel left at stride 32
     expected = nnx.jit(lambda model, x: model(x, output_hidden_states=True))(model, x)
     assert_identical(expected, jax.jit(lambda v, x: module.apply(v, x, output_hidden_states=True))(variables, x))
 
@@ -172,6 +172,28 @@ def test_dropout_key_inside_a_model_and_the_errors_of_train_mode():
     resnet, resnet_variables = jl.LinenBackbone.for_config(resnet_model.config), jl.to_variables(resnet_model)
     with pytest.raises(ValueError, match=r"pass mutable=\['batch_stats'\] to apply"):
         resnet.apply(resnet_variables, x, train=True)
+
+
+def test_rope_augmentation_alone_draws_from_the_dropout_stream():
+    """DINOv3's rotary coordinate augmentation is the only random layer here (no drop path): train mode still takes
+    the dropout key, as the NNX model does, and says so without one."""
+    config = DINOv3ViTConfig.from_dict(SMALL_CONFIGS["dinov3_vit"]().to_dict(), drop_path_rate=0.0)
+    module, variables = jl.LinenBackbone.for_config(config), jl.to_variables(fresh_model("dinov3_vit"))
+    model = module.to_nnx(variables)
+    model.train()
+    assert model.random_layers() == ["RotaryPositions(coordinate augmentation)"]
+    x, key = _images(), jax.random.key(5)
+    outputs = jax.jit(lambda v, x, key: module.apply(v, x, train=True, rngs={"dropout": key}))(variables, x, key)
+    forward = nnx.jit(lambda model, x, key: model(x, rngs=nnx.Rngs(dropout=key)))
+    assert_identical(forward(model, x, jl.dropout_key(key)), outputs)
+    model.eval()
+    assert not np.array_equal(outputs.feature_maps[-1], model(x).feature_maps[-1])  # the positions were augmented
+
+    with pytest.raises(ValueError, match=r"RotaryPositions\(coordinate augmentation\): pass rngs=\{'dropout': key\}"):
+        module.apply(variables, x, train=True)
+    model.train()
+    with pytest.raises(ValueError, match=r"position augmentation \(RotaryPositions.* no rngs were given"):
+        model(x)
 
 
 def test_variables_are_checked_and_convert_back_to_nnx():
