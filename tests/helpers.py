@@ -168,7 +168,7 @@ def _small_configs():
         "timm_swin": lambda: TimmBackboneConfig("swin_tiny_patch4_window7_224", out_indices=[0, 1], model_args={
             "embed_dim": 16, "depths": [2, 1], "num_heads": [1, 2], "window_size": 4, "img_size": 32,
             "drop_path_rate": 0.2}),
-        # ConvNeXt: XLA:CPU compiles the backward pass of each depthwise convolution slowly (~10 s a block), so one
+        # ConvNeXt: XLA:CPU compiles the backward pass of each depthwise convolution slowly (~3 s a block), so one
         # row has the two blocks that stochastic depth needs (its rate rises from 0 at the first block), the others one.
         "convnext": lambda: ConvNextConfig(hidden_sizes=[8, 16], depths=[2, 0], num_stages=2, drop_path_rate=0.2,
                                            layer_scale_init_value=0.5, out_indices=[0, 1, 2]),  # layer scale
