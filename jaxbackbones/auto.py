@@ -17,6 +17,7 @@ from . import checkpoint, hub
 from .configuration import PretrainedConfig
 from .convert import hf_convnext, hf_resnet, hf_swin, hf_vit, timm_convnext, timm_resnet, timm_swin, timm_vit
 from .convert.rules import Table, export_state_dict
+from .initializers import build_with_random_weights
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
@@ -127,12 +128,17 @@ class AutoBackbone:
                     shard_axis=None) -> nnx.Module:
         """A randomly initialised backbone (train mode, like a fresh torch module).
 
-        With a `mesh`, the variables are placed on it: sharded along `shard_axis` (FSDP-style), or replicated
+        The weights are those the backbone class draws from `rngs` (default `nnx.Rngs(0)`) when built directly, bit
+        for bit, but made all at once (`initializers.build_with_random_weights`, ~10x faster on CPU).
+        With a `mesh`, each variable goes straight onto it: sharded along `shard_axis` (FSDP-style), or replicated
         when it is None (see `jaxbackbones.sharding`).
         """
         family = _family(getattr(config, "model_type", None), type(config).__name__)
-        model = family.backbone_class(config, rngs=rngs or nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
-                                      data_format=data_format)
+        rule = _sharding_rule(mesh, shard_axis)
+        model = build_with_random_weights(
+            lambda: family.backbone_class(config, rngs=rngs or nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
+                                          data_format=data_format),
+            sharding=rule)
         return _place_on_mesh(model, mesh, shard_axis)
 
     @staticmethod

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from . import initializers
+
 
 def _quick_gelu(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(1.702 * x)
@@ -48,10 +50,6 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
         raise ValueError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}") from None
-
-
-# torch initialises convolutions with kaiming-normal (fan_out) in transformers' ResNet and timm.
-conv_kernel_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 # How `conv_general_dilated` runs 1x1 unpadded convolutions: None picks by the default backend while tracing (matrix
@@ -171,7 +169,8 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int
         padding=((pad, pad), (pad, pad)),
         feature_group_count=groups,
         use_bias=use_bias,
-        kernel_init=conv_kernel_init,
+        kernel_init=initializers.conv_kernel_init,  # torch's kaiming-normal (fan_out)
+        bias_init=initializers.zeros,
         dtype=dtype,
         param_dtype=param_dtype,
         conv_general_dilated=conv_general_dilated,
@@ -221,10 +220,10 @@ class BatchNorm(nnx.Module):
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
                  use_running_average: bool = False, frozen: bool = False, dtype=jnp.float32,
                  param_dtype=jnp.float32):
-        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        self.scale = nnx.Param(initializers.full((num_features,), 1, param_dtype))
+        self.bias = nnx.Param(initializers.full((num_features,), 0, param_dtype))
+        self.mean = nnx.BatchStat(initializers.full((num_features,), 0, jnp.float32))
+        self.var = nnx.BatchStat(initializers.full((num_features,), 1, jnp.float32))
         self.eps = eps
         self.momentum = momentum
         self.use_running_average = use_running_average
@@ -254,7 +253,7 @@ def layer_norm(num_features: int, *, eps: float = 1e-5, dtype=jnp.float32, param
     The output is in `dtype`, the scale and bias in `param_dtype` (initialised to 1 and 0, as torch does).
     """
     return nnx.LayerNorm(num_features, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
-                         rngs=rngs)
+                         scale_init=initializers.ones, bias_init=initializers.zeros, rngs=rngs)
 
 
 class DropPath(nnx.Module):
@@ -302,7 +301,7 @@ class LayerScale(nnx.Module):
     `init_value`, as torch does."""
 
     def __init__(self, dim: int, init_value: float = 1e-5, *, param_dtype=jnp.float32):
-        self.gamma = nnx.Param(jnp.full((dim,), init_value, param_dtype))
+        self.gamma = nnx.Param(initializers.full((dim,), init_value, param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x * self.gamma[...].astype(x.dtype)
@@ -317,8 +316,8 @@ class GlobalResponseNorm(nnx.Module):
     """
 
     def __init__(self, dim: int, *, eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32):
-        self.weight = nnx.Param(jnp.zeros((dim,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.weight = nnx.Param(initializers.full((dim,), 0, param_dtype))
+        self.bias = nnx.Param(initializers.full((dim,), 0, param_dtype))
         self.eps = eps
         self.dtype = dtype
 
@@ -529,13 +528,13 @@ class Attention(nnx.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dtype = dtype
-        init = nnx.initializers.normal(init_std)
+        init = initializers.normal(init_std)
         self.qkv = nnx.Linear(dim, 3 * dim, use_bias=False, kernel_init=init, dtype=dtype, param_dtype=param_dtype,
                               rngs=rngs)
         for name, present in zip(("q_bias", "k_bias", "v_bias"), qkv_bias):
-            setattr(self, name, nnx.Param(jnp.zeros((dim,), param_dtype)) if present else None)
-        self.proj = nnx.Linear(dim, dim, use_bias=proj_bias, kernel_init=init, dtype=dtype, param_dtype=param_dtype,
-                               rngs=rngs)
+            setattr(self, name, nnx.Param(initializers.full((dim,), 0, param_dtype)) if present else None)
+        self.proj = nnx.Linear(dim, dim, use_bias=proj_bias, kernel_init=init, bias_init=initializers.zeros,
+                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attn_drop = nnx.Dropout(attention_dropout)
         self.proj_drop = nnx.Dropout(proj_dropout)
 
@@ -575,12 +574,12 @@ class Mlp(nnx.Module):
     def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", *, gated: bool = False,
                  use_bias: bool = True, dropout: float = 0.0, init_std: float = 0.02, dtype, param_dtype,
                  rngs: nnx.Rngs):
-        init = nnx.initializers.normal(init_std)
+        init = initializers.normal(init_std)
         self.gated = gated
-        self.fc1 = nnx.Linear(dim, 2 * hidden_dim if gated else hidden_dim, use_bias=use_bias, kernel_init=init,
-                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden_dim, dim, use_bias=use_bias, kernel_init=init, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
+        options = dict(use_bias=use_bias, kernel_init=init, bias_init=initializers.zeros, dtype=dtype,
+                       param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(dim, 2 * hidden_dim if gated else hidden_dim, **options)
+        self.fc2 = nnx.Linear(hidden_dim, dim, **options)
         self.act = get_activation(activation)
         self.drop = nnx.Dropout(dropout)
 

@@ -207,7 +207,7 @@ def _built(family: str):
 
 def fresh_model(family: str):
     """A new model of `SMALL_CONFIGS[family]` with the weights of `nnx.Rngs(0)` (train mode, as from_config returns
-    it). Random initialisation compiles a kernel per weight shape, so it runs once per family and process."""
+    it). The random initialisation runs once per family and process."""
     import jax
     from flax import nnx
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .. import initializers
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ..layers import (
@@ -197,8 +198,8 @@ def _conv(in_channels: int, out_channels: int, kernel_size, *, stride=1, padding
     kernel, strides = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
     return nnx.Conv(in_channels, out_channels, kernel_size=kernel, strides=strides,
                     padding=((padding, padding), (padding, padding)), feature_group_count=groups, use_bias=use_bias,
-                    kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype,
-                    conv_general_dilated=conv_general_dilated, rngs=rngs)
+                    kernel_init=initializers.normal(init_std), bias_init=initializers.zeros, dtype=dtype,
+                    param_dtype=param_dtype, conv_general_dilated=conv_general_dilated, rngs=rngs)
 
 
 def _make_divisible(value: int, divisor: int = 8) -> int:
@@ -253,7 +254,8 @@ class ConvNeXtMlp(nnx.Module):
 
     def __init__(self, dim: int, hidden_dim: int, activation: str, *, use_grn: bool = False, init_std: float = 0.02,
                  dtype, param_dtype, rngs: nnx.Rngs):
-        options = dict(kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        options = dict(kernel_init=initializers.normal(init_std), bias_init=initializers.zeros, dtype=dtype,
+                       param_dtype=param_dtype, rngs=rngs)
         self.fc1 = nnx.Linear(dim, hidden_dim, **options)
         self.act = get_activation(activation)
         self.grn = GlobalResponseNorm(hidden_dim, dtype=dtype, param_dtype=param_dtype) if use_grn else None

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .. import initializers
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ..layers import DropPath, checkpointed, get_activation, layer_norm
@@ -173,8 +174,8 @@ def window_reverse(windows: jax.Array, window_size: int, height: int, width: int
 
 def _linear(in_features: int, out_features: int, *, use_bias: bool = True, init_std: float, dtype, param_dtype,
             rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=nnx.initializers.normal(init_std),
-                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=initializers.normal(init_std),
+                      bias_init=initializers.zeros, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class SwinPatchEmbed(nnx.Module):
@@ -184,8 +185,8 @@ class SwinPatchEmbed(nnx.Module):
                  dtype, param_dtype, rngs: nnx.Rngs):
         self.patch_size = _pair(patch_size)
         self.proj = nnx.Conv(num_channels, embed_dim, kernel_size=self.patch_size, strides=self.patch_size,
-                             padding="VALID", kernel_init=nnx.initializers.normal(init_std), dtype=dtype,
-                             param_dtype=param_dtype, rngs=rngs)
+                             padding="VALID", kernel_init=initializers.normal(init_std),
+                             bias_init=initializers.zeros, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm = layer_norm(embed_dim, eps=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -221,7 +222,7 @@ class WindowAttention(nnx.Module):
                            rngs=rngs)
         self.proj = _linear(dim, dim, init_std=init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.relative_position_bias_table = nnx.Param(
-            jnp.zeros(((2 * window_size - 1) ** 2, num_heads), param_dtype)
+            initializers.full(((2 * window_size - 1) ** 2, num_heads), 0, param_dtype)
         )
         self.attn_drop = nnx.Dropout(attention_dropout)
         self.proj_drop = nnx.Dropout(proj_dropout)
@@ -430,7 +431,7 @@ class SwinBackbone(BackboneModuleMixin, nnx.Module):
         self.position_grid = (image_h // patch_h, image_w // patch_w)
         if config.use_absolute_embeddings:
             self.absolute_pos_embed = nnx.Param(
-                jnp.zeros((1, self.position_grid[0] * self.position_grid[1], config.embed_dim), param_dtype)
+                initializers.full((1, self.position_grid[0] * self.position_grid[1], config.embed_dim), 0, param_dtype)
             )
         else:
             self.absolute_pos_embed = None

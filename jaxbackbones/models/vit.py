@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .. import initializers
 from ..backbone import BackboneModuleMixin, BackboneOutput
 from ..layers import (
     Attention,
@@ -131,8 +132,8 @@ class PatchEmbed(nnx.Module):
         self.pad = pad
         self.strict = strict
         self.proj = nnx.Conv(num_channels, embed_dim, kernel_size=patch_size, strides=patch_size, padding="VALID",
-                             kernel_init=nnx.initializers.normal(init_std), dtype=dtype,
-                             param_dtype=param_dtype, rngs=rngs)
+                             kernel_init=initializers.normal(init_std), bias_init=initializers.zeros,
+                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """(B, H, W, C) -> (B, H / patch, W / patch, embed_dim)."""
@@ -193,7 +194,7 @@ class VisionTransformer(nnx.Module):
         self.patch_embed = PatchEmbed(layout.num_channels, dim, layout.patch_size, pad=layout.pad_to_patches,
                                       strict=layout.require_patch_multiple, init_std=layout.init_std, dtype=dtype,
                                       param_dtype=param_dtype, rngs=rngs)
-        init = nnx.initializers.normal(layout.init_std)
+        init = initializers.normal(layout.init_std)
         self.cls_token = nnx.Param(init(rngs.params(), (1, 1, dim), param_dtype)) if layout.class_token else None
         self.reg_token = (nnx.Param(init(rngs.params(), (1, layout.register_tokens, dim), param_dtype))
                           if layout.register_tokens else None)
