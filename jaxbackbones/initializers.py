@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.extend.random import define_prng_impl
 
 from .sharding import place
 
@@ -106,9 +105,10 @@ def _draw(key, shape, dtype, stddev):
 
 
 def _can_defer(key, dtype) -> bool:
-    return (dtype in _FAST_DTYPES and not isinstance(key, jax.core.Tracer)
-            and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
-            and str(jax.random.key_impl(key)) == "threefry2x32" and jax.config.jax_threefry_partitionable)
+    # the partitionable scheme is jax's default since 0.5 (and the only one once the flag is gone)
+    return (dtype in _FAST_DTYPES and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+            and str(jax.random.key_impl(key)) == "threefry2x32"
+            and getattr(jax.config, "jax_threefry_partitionable", True))
 
 
 def build_with_random_weights(build: Callable[[], nnx.Module], *, sharding=None) -> nnx.Module:
@@ -221,6 +221,8 @@ def _threefry2x32(key1, key2, x1, x2):
 
 @functools.cache
 def _chunk_impl():
+    from jax.extend.random import define_prng_impl  # here, so that `import jaxbackbones` never depends on it
+
     def unsupported(*args):
         raise NotImplementedError("chunk keys only draw random bits")
     return define_prng_impl(key_shape=(4,), seed=unsupported, split=unsupported, random_bits=_chunk_bits,

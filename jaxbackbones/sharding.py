@@ -128,6 +128,8 @@ def abstract_state(node, mesh: Mesh, axis: Axis = None, *, min_size: int = 0):
 
 
 def _move(value, sharding: jax.sharding.Sharding) -> jax.Array:
+    if isinstance(value, jax.Array) and value.sharding == sharding:  # placed already (from_config's weights)
+        return value
     if sharding.is_fully_addressable:
         return jax.device_put(value, sharding)
     # Multi-host: every process holds the same (host-loaded) value; each places only its own shards.

@@ -66,10 +66,15 @@ def resolve_architecture(backbone: str | None, model_args: dict[str, Any]) -> Ti
         given = "no backbone is set" if backbone is None else f"timm architecture {backbone!r} is not supported"
         supported = ", ".join(supported_architectures())
         raise ValueError(f"{given}; jaxbackbones builds these timm architectures: {supported}")
-    family, defaults = TIMM_ARCHITECTURES[architecture]
-    # timm.create_model drops None-valued keyword arguments, so they leave the entrypoint's value in place.
-    model_args = {key: value for key, value in model_args.items() if value is not None}
-    return _SPEC_OF_FAMILY[family].from_args(backbone, {**defaults, **model_args})
+    family, _ = TIMM_ARCHITECTURES[architecture]
+    return _SPEC_OF_FAMILY[family].from_args(backbone, entrypoint_args(architecture, model_args))
+
+
+def entrypoint_args(architecture: str, model_args: dict[str, Any]) -> dict[str, Any]:
+    """`timm.create_model(architecture, **model_args)`'s arguments to the model class: the entrypoint's, then
+    `model_args`; timm drops None-valued keyword arguments, so they leave the entrypoint's value in place."""
+    return {**TIMM_ARCHITECTURES[architecture][1],
+            **{key: value for key, value in model_args.items() if value is not None}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,7 +150,7 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
     @property
     def entrypoint_args(self) -> dict[str, Any]:
         """timm's `create_model` keyword arguments for this checkpoint: the architecture's, then `model_args`."""
-        return {**TIMM_ARCHITECTURES[self.backbone.split(".")[0]][1], **self.model_args}
+        return entrypoint_args(self.backbone.split(".")[0], self.model_args)
 
     @property
     def input_size(self) -> tuple[int, int]:
