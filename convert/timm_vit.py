@@ -37,7 +37,7 @@ from .rules import (
 )
 
 _BLOCK, _TARGET = "blocks.{block}", "blocks.{block}"
-_QKV_BIAS = re.compile(r"(.*\.attn\.)qkv\.bias")
+_QKV_BIASES = re.compile(r"(?P<attn>.*\.attn)\.(?P<part>[qkv])_bias")
 _SWIGLU = re.compile(r"(?P<block>.*\.mlp)\.(?P<part>fc1_g|fc1_x)\.(?P<tensor>weight|bias)")
 
 
@@ -66,26 +66,12 @@ _PREFIXES = ("_backbone.model.", "model.")
 
 def _split_qkv_bias(state_dict):
     """`attn.qkv.bias` -> `attn.q_bias`, `attn.k_bias`, `attn.v_bias`."""
-    output = {}
-    for key, array in state_dict.items():
-        match = _QKV_BIAS.fullmatch(key)
-        if match:
-            for role, part in zip("qkv", np.split(np.asarray(array), 3)):
-                output[f"{match.group(1)}{role}_bias"] = part
-        else:
-            output[key] = array
-    return output
+    return split_parts(state_dict, "attn.qkv.bias", ("attn.q_bias", "attn.k_bias", "attn.v_bias"))
 
 
 def _join_qkv_bias(state_dict):
-    output = {}
-    for key, array in state_dict.items():
-        if key.endswith(".attn.q_bias"):
-            prefix = key[: -len("q_bias")]
-            output[prefix + "qkv.bias"] = np.concatenate([state_dict[prefix + f"{role}_bias"] for role in "qkv"])
-        elif not key.endswith((".attn.k_bias", ".attn.v_bias")):
-            output[key] = array
-    return output
+    return fuse_parts(state_dict, _QKV_BIASES, {"q": 0, "k": 1, "v": 2},
+                      lambda match: f"{match.group('attn')}.qkv.bias")
 
 
 def _swiglu_name(match: re.Match) -> str:
