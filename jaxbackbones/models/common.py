@@ -38,3 +38,16 @@ def from_channels_first(x: jax.Array, data_format: str) -> jax.Array:
 def to_channels_first(x: jax.Array, data_format: str) -> jax.Array:
     """NHWC -> NCHW when `data_format` is "channels_first"; otherwise unchanged."""
     return jnp.transpose(x, (0, 3, 1, 2)) if data_format == "channels_first" else x
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    """An int or an (height, width) pair as a pair of positive ints; `ValueError` naming `name` otherwise."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or (height, width), got {value!r}")
+        result = int(value[0]), int(value[1])
+    else:
+        result = int(value), int(value)
+    if min(result) < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return result

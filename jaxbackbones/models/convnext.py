@@ -50,21 +50,9 @@ from ..layers import (
     layer_norm,
 )
 from ..training import configure as configure_training
-from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
+from .common import from_channels_first, pair, to_channels_first, validate_data_format, validate_pixel_values
 
 STEM_TYPES = ("patch", "overlap", "overlap_tiered", "overlap_act")
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or (height, width), got {value!r}")
-        pair = int(value[0]), int(value[1])
-    else:
-        pair = int(value), int(value)
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return pair
 
 
 class _ConvNextConfigBase(BackboneConfigMixin, PretrainedConfig):
@@ -94,7 +82,7 @@ class _ConvNextConfigBase(BackboneConfigMixin, PretrainedConfig):
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         get_activation(self.hidden_act)
-        _pair(self.patch_size, "patch_size")
+        pair(self.patch_size, "patch_size")
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         verify_training_fields(self)
@@ -110,7 +98,7 @@ class _ConvNextConfigBase(BackboneConfigMixin, PretrainedConfig):
 
     @property
     def patch(self) -> tuple[int, int]:
-        return _pair(self.patch_size, "patch_size")
+        return pair(self.patch_size, "patch_size")
 
 
 class ConvNextConfig(_ConvNextConfigBase):
@@ -195,7 +183,7 @@ class DINOv3ConvNextConfig(_ConvNextConfigBase):
 def _conv(in_channels: int, out_channels: int, kernel_size, *, stride=1, padding=0, groups: int = 1,
           use_bias: bool = True, init_std: float, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
     """A torch-style NHWC convolution: symmetric zero padding, rows and columns that do not fill a window dropped."""
-    kernel, strides = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
+    kernel, strides = pair(kernel_size, "kernel_size"), pair(stride, "stride")
     return nnx.Conv(in_channels, out_channels, kernel_size=kernel, strides=strides,
                     padding=((padding, padding), (padding, padding)), feature_group_count=groups, use_bias=use_bias,
                     kernel_init=initializers.normal(init_std), bias_init=initializers.zeros, dtype=dtype,

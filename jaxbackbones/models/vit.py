@@ -65,8 +65,8 @@ from ..layers import (
     resize_bicubic,
 )
 from ..training import configure as configure_training
-from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
-from .vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig, pair
+from .common import from_channels_first, pair, to_channels_first, validate_data_format, validate_pixel_values
+from .vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
 
 # Bound on max |bf16 - fp32| / max |fp32| per feature map (measured: up to 1.7e-2, see the module docstring).
 BF16_MAP_ERROR = 3e-2

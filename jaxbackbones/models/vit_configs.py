@@ -12,19 +12,7 @@ from typing import ClassVar
 from ..backbone import BackboneConfigMixin
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
 from ..layers import get_activation
-
-
-def pair(value, name: str) -> tuple[int, int]:
-    """An int or an (height, width) pair as a pair of positive ints; `ValueError` naming `name` otherwise."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or (height, width), got {value!r}")
-        result = int(value[0]), int(value[1])
-    else:
-        result = int(value), int(value)
-    if min(result) < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return result
+from .common import pair
 
 
 class _ViTConfig(BackboneConfigMixin, PretrainedConfig):

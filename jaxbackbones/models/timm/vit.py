@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import jax
 from flax import nnx
 
+from ..common import pair
 from ..vit import ViTLayout, VisionTransformer, encode, tokens_to_map
-from ..vit_configs import pair
 from .spec import TimmSpec
 
 # timm's activation names (`get_act_layer`) -> ours (transformers' spelling).
