@@ -146,13 +146,17 @@ def measure(runners: dict[str, Callable[[], None]], batch: int, iterations: int,
     median over the rounds is recorded as `<name>_img_s`. A load that comes and goes (other processes on a shared
     machine) then hits every runner alike, so the ratios hold even when the absolute numbers move. On CPU the
     process's CPU time per image is recorded too (`<name>_cpu_ms_per_img`): the work done, which other processes'
-    load disturbs far less than wall time (for torch, with OMP_WAIT_POLICY=PASSIVE, else its waiting threads spin)."""
-    for fn in runners.values():
-        fn()
+    load disturbs far less than wall time (for torch, with OMP_WAIT_POLICY=PASSIVE, else its waiting threads spin).
+
+    Each runner's turn starts with one call that is not timed: after an operator torch's OpenMP threads spin on the
+    cores for a while, and the next XLA call, which needs those cores, ran 1.38x slower (an 11 ms product on 2 EPYC
+    cores: 16.0 ms right after a torch call, 11.6 after an XLA call or 0.2 s of idle). Every runner is timed in its
+    own steady state, as it would run in a loop of its own."""
     seconds = {name: [] for name in runners}
     cpu_seconds = {name: [] for name in runners}
     for _ in range(rounds):
         for name, fn in runners.items():
+            fn()
             start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(iterations):
                 fn()

@@ -246,14 +246,45 @@ class BatchNorm(nnx.Module):
         return ((x32 - mean) * scale + self.bias[...].astype(jnp.float32)).astype(self.dtype)
 
 
+def _clamp_to_infinities(x: jax.Array) -> jax.Array:
+    infinity = jnp.array(jnp.inf, x.dtype)
+    return jax.lax.clamp(-infinity, x, infinity)
+
+
+@jax.custom_jvp
+def fusion_fence(x: jax.Array) -> jax.Array:
+    """The identity, which on CPU keeps XLA's YNNPACK fusions from reaching across `x`.
+
+    XLA:CPU hands a reduction or a matrix product to YNNPACK together with the elementwise work around it. Given a
+    LayerNorm, it also takes the producer's work (ConvNeXt: the 49-term depthwise sum, as 13 materialised shifted
+    copies) and runs the normalisation inside the following product; the ConvNeXt-T block at 56x56 took 2x as long
+    as its parts. YNNPACK has no clamp, so a clamp to +-inf (exact for every value, NaN included) ends those fusions
+    here and leaves the surrounding elementwise work to XLA's own loop fusions. Other platforms get `x` unchanged.
+    """
+    return jax.lax.platform_dependent(x, cpu=_clamp_to_infinities, default=lambda x: x)
+
+
+@fusion_fence.defjvp
+def _fusion_fence_jvp(primals, tangents):
+    return fusion_fence(primals[0]), tangents[0]
+
+
+class LayerNorm(nnx.LayerNorm):
+    """nnx.LayerNorm with its input and output behind a `fusion_fence`: XLA:CPU then runs it as one YNNPACK pass of
+    its own instead of pulling the producer into it and it into the next matrix product."""
+
+    def __call__(self, x: jax.Array, *args, **kwargs) -> jax.Array:
+        return fusion_fence(super().__call__(fusion_fence(x), *args, **kwargs))
+
+
 def layer_norm(num_features: int, *, eps: float = 1e-5, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs) -> nnx.LayerNorm:
+               rngs: nnx.Rngs) -> LayerNorm:
     """A LayerNorm over the last axis with torch's numerics: two-pass variance, statistics in float32.
 
     The output is in `dtype`, the scale and bias in `param_dtype` (initialised to 1 and 0, as torch does).
     """
-    return nnx.LayerNorm(num_features, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
-                         scale_init=initializers.ones, bias_init=initializers.zeros, rngs=rngs)
+    return LayerNorm(num_features, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
+                     scale_init=initializers.ones, bias_init=initializers.zeros, rngs=rngs)
 
 
 class DropPath(nnx.Module):

@@ -35,3 +35,50 @@ def test_1x1_convolution_either_way_equals_the_convolution(monkeypatch, as_matmu
     assert_parity(expected, ours(x, kernel), name="1x1 convolution")
     uses_matmul = "convolution(" not in ours.lower(x, kernel).as_text(dialect="hlo")
     assert uses_matmul == (as_matmul if as_matmul is not None else jax.default_backend() == "cpu")
+
+
+def test_fusion_fence_is_the_identity_in_value_and_derivative():
+    x = jnp.array([0.0, -0.0, 1.5, -2.0, 3e38, -3e38, 1e-45, np.inf, -np.inf, np.nan], jnp.float32)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        fenced = jax.jit(layers.fusion_fence)(x.astype(dtype))
+        assert fenced.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(fenced, np.float32), np.asarray(x.astype(dtype), np.float32))
+        assert np.signbit(np.asarray(fenced, np.float32)[1])  # -0.0 stays -0.0
+    finite = x[:7]
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(layers.fusion_fence(x) * x))(finite), 2 * finite)
+    _, tangent = jax.jvp(layers.fusion_fence, (finite,), (jnp.ones_like(finite),))
+    np.testing.assert_array_equal(tangent, np.ones(7, np.float32))
+
+
+def _ynn_fusions(compiled_text: str) -> list[set[str]]:
+    """The HLO opcodes inside each YNNPACK fusion of a compiled CPU program's text."""
+    bodies, name = {}, None
+    for line in compiled_text.splitlines():
+        if line.endswith("{") and not line.startswith(" "):
+            name = line.split()[0]
+            bodies[name] = set()
+        elif name and "=" in line:
+            bodies[name].add(line.split("=", 1)[1].split("(")[0].split()[-1])
+    called = [line.split("calls=")[1].split(",")[0] for line in compiled_text.splitlines()
+              if "__ynn_fusion" in line and "calls=" in line]
+    return [bodies[name] for name in called]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="how XLA:CPU partitions the work")
+def test_layer_norm_keeps_xla_cpu_fusions_apart():
+    """XLA:CPU's YNNPACK fusions neither take a LayerNorm's producer (the depthwise sum) nor run the LayerNorm
+    inside the next matrix product: either made the ConvNeXt-T block 2x slower (see `fusion_fence`)."""
+    from flax import nnx
+
+    from jaxbackbones.models.convnext import ConvNeXtBlock
+
+    # ConvNeXt-T's first stage: XLA decides by size, and smaller shapes never had the trouble
+    block = ConvNeXtBlock(96, layer_scale=0.5, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    graph, state = nnx.split(block)
+    x = jnp.ones((2, 56, 56, 96))
+    text = jax.jit(lambda state, x: nnx.merge(graph, state)(x)).lower(state, x).compile().as_text()
+    fusions = _ynn_fusions(text)
+    for opcodes in fusions:
+        assert not ("reduce" in opcodes and opcodes & {"dot", "pad", "slice"}), opcodes
+    if fusions:  # this XLA hands work to YNNPACK: the two products and the norm's statistics
+        assert sum("dot" in opcodes for opcodes in fusions) == 2
