@@ -52,26 +52,38 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
         raise ValueError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}") from None
 
 
-# How `conv_general_dilated` runs 1x1 unpadded convolutions: None picks by the default backend while tracing (matrix
-# products on CPU, the convolution elsewhere); True or False forces one way. Read at trace time, so set it before the
-# model is traced (a jitted function already traced keeps its choice). benchmarks/gpu_session.py times both on a GPU.
-CONV1X1_AS_MATMUL: bool | None = None
+# How `conv_general_dilated` runs 1x1 and patch (kernel = stride) unpadded convolutions: None picks by the default
+# backend while tracing (matrix products on CPU, the convolution elsewhere); True or False forces one way. Read at
+# trace time, so set it before the model is traced (a jitted function already traced keeps its choice).
+# benchmarks/gpu_session.py times both on a GPU.
+CONV_AS_MATMUL: bool | None = None
 
 
-def conv1x1_as_matmul() -> bool:
-    """Whether 1x1 unpadded convolutions run as matrix products now (`CONV1X1_AS_MATMUL`, else CPU only)."""
-    if CONV1X1_AS_MATMUL is not None:
-        return CONV1X1_AS_MATMUL
+def conv_as_matmul() -> bool:
+    """Whether 1x1 and patch convolutions run as matrix products now (`CONV_AS_MATMUL`, else CPU only)."""
+    if CONV_AS_MATMUL is not None:
+        return CONV_AS_MATMUL
     return jax.default_backend() == "cpu"
+
+
+def _patches(x: jax.Array, height: int, width: int) -> jax.Array:
+    """NHWC `x` cut into non-overlapping height x width patches, each flattened (row, column, channel): (N, H //
+    height, W // width, height * width * C), the rows and columns that do not fill a patch dropped."""
+    batch, rows, columns, channels = x.shape
+    rows, columns = rows // height, columns // width
+    x = x[:, :rows * height, :columns * width].reshape(batch, rows, height, columns, width, channels)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, rows, columns, height * width * channels)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """`lax.conv_general_dilated` for NHWC x HWIO, with the convolutions XLA:CPU runs slowly rewritten.
 
-    - 1x1 unpadded convolutions are matrix products on CPU: XLA:CPU runs a 1x1 convolution 1.5-2.5x slower than the
-      same product (measured on ResNet-50's shapes); on GPU both are one GEMM, and the convolution is kept unless
-      `CONV1X1_AS_MATMUL` says otherwise. A strided 1x1 convolution is the product on the strided subsample.
+    - 1x1 and patch (kernel = stride) unpadded convolutions are matrix products on CPU: XLA:CPU ran a 1x1
+      convolution 1.5-2.5x slower than the same product (ResNet-50's shapes), and ConvNeXt's 4x4 stem and 2x2
+      downsampling convolutions 1.3-2.3x slower than the product on their patches. On GPU both are one GEMM, and the
+      convolution is kept unless `CONV_AS_MATMUL` says otherwise. A strided 1x1 convolution is the product on the
+      strided subsample.
     - Depthwise convolutions at stride 1 (`feature_group_count` = channels, one filter each) are, on CPU, a sum of
       shifted, scaled copies of the input (`depthwise_conv_shifted`): XLA:CPU runs its grouped convolution about 10x
       slower (measured on ConvNeXt's 7x7 shapes). Other platforms keep the convolution (`lax.platform_dependent`).
@@ -79,11 +91,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
     explicit = not isinstance(padding, str)
     unpadded = explicit and all(tuple(pair) == (0, 0) for pair in padding)
-    if (rhs.shape[:2] == (1, 1) and feature_group_count == 1 and unpadded and not dilated
-            and conv1x1_as_matmul()):
-        stride_h, stride_w = window_strides
-        return jax.lax.dot_general(lhs[:, ::stride_h, ::stride_w], rhs[0, 0], (((3,), (0,)), ((), ())),
-                                   precision=precision, preferred_element_type=kwargs.get("preferred_element_type"))
+    kernel_size, strides = tuple(rhs.shape[:2]), tuple(window_strides)
+    if feature_group_count == 1 and unpadded and not dilated and conv_as_matmul():
+        def product(patches, weights):
+            return jax.lax.dot_general(patches, weights, (((3,), (0,)), ((), ())), precision=precision,
+                                       preferred_element_type=kwargs.get("preferred_element_type"))
+
+        if kernel_size == (1, 1):
+            return product(lhs[:, ::strides[0], ::strides[1]], rhs[0, 0])
+        if kernel_size == strides:
+            return product(_patches(lhs, *kernel_size), rhs.reshape(-1, rhs.shape[-1]))
 
     def convolution(lhs, rhs):
         return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -91,7 +108,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
     depthwise = feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[2] == 1
     fits = explicit and all(0 <= pad <= size - 1 for pair, size in zip(padding, rhs.shape[:2]) for pad in pair)
-    if depthwise and fits and tuple(window_strides) == (1, 1) and not dilated:
+    if depthwise and fits and strides == (1, 1) and not dilated:
         def shifted(lhs, rhs):
             return depthwise_conv_shifted(lhs, rhs, padding, kwargs.get("preferred_element_type"))
 
