@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rules import CONV_KERNEL, Rule, Table, Transform, linear_rules, norm_rules
+from .rules import Rule, Table, Transform, conv_rules, linear_rules, norm_rules
 
 # transformers' GRN weight and bias (1, 1, 1, C) <-> ours (C,).
 GRN_VECTOR = Transform(lambda array: array.reshape(array.shape[-1:]), lambda array: array.reshape(1, 1, 1, -1))
-
-
-def _conv_rules(torch_prefix: str, target: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{target}.kernel", CONV_KERNEL), Rule(f"{torch_prefix}.bias",
-                                                                                  f"{target}.bias")]
 
 
 _LAYER = "encoder.stages.{stage}.layers.{block}"
@@ -45,11 +40,11 @@ def _unselected_norms_dropped(state_dict: dict[str, np.ndarray], config) -> dict
 
 TABLE = Table(
     rules=(
-        *_conv_rules("embeddings.patch_embeddings", "stem.convs.0"),
+        *conv_rules("embeddings.patch_embeddings", "stem.convs.0"),
         *norm_rules("embeddings.layernorm", "stem.norm"),
         *norm_rules("encoder.stages.{stage}.downsampling_layer.0", "stages.{stage}.downsample.norm"),
-        *_conv_rules("encoder.stages.{stage}.downsampling_layer.1", "stages.{stage}.downsample.conv"),
-        *_conv_rules(f"{_LAYER}.dwconv", f"{_BLOCK}.conv_dw"),
+        *conv_rules("encoder.stages.{stage}.downsampling_layer.1", "stages.{stage}.downsample.conv"),
+        *conv_rules(f"{_LAYER}.dwconv", f"{_BLOCK}.conv_dw"),
         *norm_rules(f"{_LAYER}.layernorm", f"{_BLOCK}.norm"),
         *linear_rules(f"{_LAYER}.pwconv1", f"{_BLOCK}.mlp.fc1"),
         Rule(f"{_LAYER}.grn.weight", f"{_BLOCK}.mlp.grn.weight", GRN_VECTOR),
@@ -71,11 +66,11 @@ _DINOV3_LAYER = "stages.{stage}.layers.{block}"
 # Stage 0's downsample_layers are the stem; the literal rules come first so that the stage-generic ones never see them.
 DINOV3_TABLE = Table(
     rules=(
-        *_conv_rules("stages.0.downsample_layers.0", "stem.convs.0"),
+        *conv_rules("stages.0.downsample_layers.0", "stem.convs.0"),
         *norm_rules("stages.0.downsample_layers.1", "stem.norm"),
         *norm_rules("stages.{stage}.downsample_layers.0", "stages.{stage}.downsample.norm"),
-        *_conv_rules("stages.{stage}.downsample_layers.1", "stages.{stage}.downsample.conv"),
-        *_conv_rules(f"{_DINOV3_LAYER}.depthwise_conv", f"{_BLOCK}.conv_dw"),
+        *conv_rules("stages.{stage}.downsample_layers.1", "stages.{stage}.downsample.conv"),
+        *conv_rules(f"{_DINOV3_LAYER}.depthwise_conv", f"{_BLOCK}.conv_dw"),
         *norm_rules(f"{_DINOV3_LAYER}.layer_norm", f"{_BLOCK}.norm"),
         *linear_rules(f"{_DINOV3_LAYER}.pointwise_conv1", f"{_BLOCK}.mlp.fc1"),
         *linear_rules(f"{_DINOV3_LAYER}.pointwise_conv2", f"{_BLOCK}.mlp.fc2"),

@@ -86,6 +86,24 @@ def linear_rules(torch_prefix: str, target: str, bias: bool = True) -> list[Rule
     return rules + ([Rule(f"{torch_prefix}.bias", f"{target}.bias")] if bias else [])
 
 
+def conv_rules(torch_prefix: str, target: str, bias: bool = True) -> list[Rule]:
+    """A torch Conv2d (OIHW) <-> an NNX Conv (HWIO)."""
+    rules = [Rule(f"{torch_prefix}.weight", f"{target}.kernel", CONV_KERNEL)]
+    return rules + ([Rule(f"{torch_prefix}.bias", f"{target}.bias")] if bias else [])
+
+
+def identity_norm(state_dict: dict[str, np.ndarray], name: str, features: int, dtype) -> None:
+    """Export placeholder: a norm `name` that is not part of the backbone, as its library initialises it (1, 0)."""
+    state_dict[f"{name}.weight"] = np.ones((features,), dtype)
+    state_dict[f"{name}.bias"] = np.zeros((features,), dtype)
+
+
+def zero_linear(state_dict: dict[str, np.ndarray], name: str, in_features: int, out_features: int, dtype) -> None:
+    """Export placeholder: a Linear `name` (a classifier) that is not part of the backbone, all zeros."""
+    state_dict[f"{name}.weight"] = np.zeros((out_features, in_features), dtype)
+    state_dict[f"{name}.bias"] = np.zeros((out_features,), dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     """How one torch layout maps onto one module family.

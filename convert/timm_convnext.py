@@ -23,13 +23,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from .rules import (
-    CONV_KERNEL,
     Rule,
     Table,
     Transform,
+    conv_rules,
     each_key_alone,
+    identity_norm,
     linear_rules,
     norm_rules,
+    zero_linear,
 )
 
 # A 1x1 convolution (out, in, 1, 1) <-> an NNX Linear kernel (in, out).
@@ -41,18 +43,13 @@ STEM_LAYOUTS = {"patch": ((0,), 1), "overlap": ((0, 1), 2), "overlap_tiered": ((
 _BLOCK = "stages.{stage}.blocks.{block}"
 
 
-def _conv(torch_prefix: str, target: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{target}.kernel", CONV_KERNEL), Rule(f"{torch_prefix}.bias",
-                                                                                  f"{target}.bias")]
-
-
 def _rules(stem_type: str, conv_mlp: bool) -> tuple[Rule, ...]:
     convs, norm = STEM_LAYOUTS[stem_type]
-    rules = [rule for i, index in enumerate(convs) for rule in _conv(f"stem.{index}", f"stem.convs.{i}")]
+    rules = [rule for i, index in enumerate(convs) for rule in conv_rules(f"stem.{index}", f"stem.convs.{i}")]
     rules += norm_rules(f"stem.{norm}", "stem.norm")
     rules += norm_rules("stages.{stage}.downsample.0", "stages.{stage}.downsample.norm")
-    rules += _conv("stages.{stage}.downsample.1", "stages.{stage}.downsample.conv")
-    rules += _conv(f"{_BLOCK}.conv_dw", f"{_BLOCK}.conv_dw")
+    rules += conv_rules("stages.{stage}.downsample.1", "stages.{stage}.downsample.conv")
+    rules += conv_rules(f"{_BLOCK}.conv_dw", f"{_BLOCK}.conv_dw")
     rules += norm_rules(f"{_BLOCK}.norm", f"{_BLOCK}.norm")
     for fc in ("fc1", "fc2"):
         if conv_mlp:
@@ -80,15 +77,12 @@ def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray
     dtype = state_dict["stem.0.weight"].dtype
     features = spec.dims[-1]
     norm = "norm_pre" if spec.head_norm_first else "head.norm"
-    state_dict[f"{norm}.weight"] = np.ones((features,), dtype)
-    state_dict[f"{norm}.bias"] = np.zeros((features,), dtype)
+    identity_norm(state_dict, norm, features, dtype)
     if spec.head_hidden_size and not spec.head_norm_first:
-        state_dict["head.pre_logits.fc.weight"] = np.zeros((spec.head_hidden_size, features), dtype)
-        state_dict["head.pre_logits.fc.bias"] = np.zeros((spec.head_hidden_size,), dtype)
+        zero_linear(state_dict, "head.pre_logits.fc", features, spec.head_hidden_size, dtype)
         features = spec.head_hidden_size
     if config.num_classes > 0:
-        state_dict["head.fc.weight"] = np.zeros((config.num_classes, features), dtype)
-        state_dict["head.fc.bias"] = np.zeros((config.num_classes,), dtype)
+        zero_linear(state_dict, "head.fc", features, config.num_classes, dtype)
     return state_dict
 
 

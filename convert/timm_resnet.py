@@ -19,14 +19,10 @@ import functools
 
 import numpy as np
 
-from .rules import CONV_KERNEL, Rule, Table, add_num_batches_tracked
+from .rules import Rule, Table, add_num_batches_tracked, conv_rules, zero_linear
 
 MAX_STAGES = 8  # rules are spelled out per stage index; timm's ResNets have 4 stages
 _BATCH_NORM = [("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var")]
-
-
-def _conv(torch_prefix: str, target: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{target}.kernel", CONV_KERNEL)]
 
 
 def _bn(torch_prefix: str, target: str) -> list[Rule]:
@@ -35,19 +31,19 @@ def _bn(torch_prefix: str, target: str) -> list[Rule]:
 
 def _rules(deep_stem: bool, avg_down: bool) -> tuple[Rule, ...]:
     if deep_stem:
-        rules = [*_conv("conv1.0", "stem.deep_convs.0"), *_bn("conv1.1", "stem.deep_bns.0"),
-                 *_conv("conv1.3", "stem.deep_convs.1"), *_bn("conv1.4", "stem.deep_bns.1"),
-                 *_conv("conv1.6", "stem.conv")]
+        rules = [*conv_rules("conv1.0", "stem.deep_convs.0", bias=False), *_bn("conv1.1", "stem.deep_bns.0"),
+                 *conv_rules("conv1.3", "stem.deep_convs.1", bias=False), *_bn("conv1.4", "stem.deep_bns.1"),
+                 *conv_rules("conv1.6", "stem.conv", bias=False)]
     else:
-        rules = _conv("conv1", "stem.conv")
+        rules = conv_rules("conv1", "stem.conv", bias=False)
     rules += _bn("bn1", "stem.bn")
     conv, bn = (1, 2) if avg_down else (0, 1)
     for stage in range(1, MAX_STAGES + 1):
         block, target = f"layer{stage}.{{block}}", f"stages.{stage - 1}.blocks.{{block}}"
         for k in (1, 2, 3):
-            rules += _conv(f"{block}.conv{k}", f"{target}.convs.{k - 1}")
+            rules += conv_rules(f"{block}.conv{k}", f"{target}.convs.{k - 1}", bias=False)
             rules += _bn(f"{block}.bn{k}", f"{target}.bns.{k - 1}")
-        rules += _conv(f"{block}.downsample.{conv}", f"{target}.shortcut.conv")
+        rules += conv_rules(f"{block}.downsample.{conv}", f"{target}.shortcut.conv", bias=False)
         rules += _bn(f"{block}.downsample.{bn}", f"{target}.shortcut.bn")
     return tuple(rules)
 
@@ -58,8 +54,7 @@ def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray
     if config.num_classes > 0:
         dtype = state_dict["bn1.weight"].dtype
         features = config.timm_spec.num_features[-1]
-        state_dict["fc.weight"] = np.zeros((config.num_classes, features), dtype)
-        state_dict["fc.bias"] = np.zeros((config.num_classes,), dtype)
+        zero_linear(state_dict, "fc", features, config.num_classes, dtype)
     return state_dict
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .hf_swin import check_relative_position_index
-from .rules import CONV_KERNEL, Rule, Table, linear_rules, norm_rules
+from .rules import CONV_KERNEL, Rule, Table, identity_norm, linear_rules, norm_rules, zero_linear
 
 MAX_STAGES = 8  # the downsample re-indexing is spelled out per stage; timm's Swins have 4 stages
 
@@ -79,11 +79,9 @@ def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray
     """Export: timm's final norm (identity) and a zero classifier of `config.num_classes` outputs (none for 0)."""
     dtype = state_dict["patch_embed.norm.weight"].dtype
     features = config.timm_spec.num_features[-1]
-    state_dict["norm.weight"] = np.ones((features,), dtype)
-    state_dict["norm.bias"] = np.zeros((features,), dtype)
+    identity_norm(state_dict, "norm", features, dtype)
     if config.num_classes > 0:
-        state_dict["head.fc.weight"] = np.zeros((config.num_classes, features), dtype)
-        state_dict["head.fc.bias"] = np.zeros((config.num_classes,), dtype)
+        zero_linear(state_dict, "head.fc", features, config.num_classes, dtype)
     return state_dict
 
 

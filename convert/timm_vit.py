@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import re
 
-import numpy as np
 
 from .rules import (
     CONV_KERNEL,
@@ -31,9 +30,11 @@ from .rules import (
     each_key_alone,
     fuse_parts,
     fused_groups,
+    identity_norm,
     linear_rules,
     norm_rules,
     split_parts,
+    zero_linear,
 )
 
 _BLOCK, _TARGET = "blocks.{block}", "blocks.{block}"
@@ -88,11 +89,9 @@ def _head_placeholders(state_dict, config, *, norm: bool, fc_norm: bool):
     features = config.timm_spec.embed_dim
     for name, present in (("norm", norm), ("fc_norm", fc_norm)):
         if present:
-            state_dict[f"{name}.weight"] = np.ones((features,), dtype)
-            state_dict[f"{name}.bias"] = np.zeros((features,), dtype)
+            identity_norm(state_dict, name, features, dtype)
     if config.num_classes > 0:
-        state_dict["head.weight"] = np.zeros((config.num_classes, features), dtype)
-        state_dict["head.bias"] = np.zeros((config.num_classes,), dtype)
+        zero_linear(state_dict, "head", features, config.num_classes, dtype)
     return state_dict
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -302,6 +302,15 @@ def layer_norm(num_features: int, *, eps: float = 1e-5, dtype=jnp.float32, param
     """
     return LayerNorm(num_features, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
                      scale_init=initializers.ones, bias_init=initializers.zeros, rngs=rngs)
+
+
+def drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
+    """Per stage, the stochastic-depth rate of each of its blocks: linear from 0 to `rate` over all blocks of all
+    stages, as transformers (`torch.linspace`) and timm (`calculate_drop_path_rates`) space them."""
+    total = sum(depths)
+    rates = [rate * i / max(total - 1, 1) for i in range(total)]
+    starts = np.cumsum([0, *depths])
+    return [rates[starts[i]:starts[i + 1]] for i in range(len(depths))]
 
 
 class DropPath(nnx.Module):

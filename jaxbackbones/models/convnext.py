@@ -34,7 +34,6 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from .. import initializers
@@ -46,6 +45,7 @@ from ..layers import (
     LayerScale,
     checkpointed,
     conv_general_dilated,
+    drop_path_rates,
     get_activation,
     layer_norm,
 )
@@ -302,13 +302,6 @@ class ConvNeXtStage(nnx.Module):
         for block in self.blocks:
             x = checkpointed(self.gradient_checkpointing, lambda block, x, rngs: block(x, rngs=rngs), block, x, rngs)
         return x
-
-
-def drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """Per stage, the stochastic-depth rate of each block: linear from 0 to `rate` over all blocks."""
-    rates = np.linspace(0.0, rate, sum(depths)).tolist()
-    starts = np.cumsum([0, *depths])
-    return [rates[starts[i]:starts[i + 1]] for i in range(len(depths))]
 
 
 class ConvNextBackbone(BackboneModuleMixin, nnx.Module):

@@ -36,7 +36,7 @@ from flax import nnx
 from .. import initializers
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
-from ..layers import DropPath, checkpointed, get_activation, layer_norm
+from ..layers import DropPath, checkpointed, drop_path_rates, get_activation, layer_norm
 from ..training import configure as configure_training
 from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
 
@@ -437,12 +437,10 @@ class SwinBackbone(BackboneModuleMixin, nnx.Module):
             self.absolute_pos_embed = None
         self.pos_drop = nnx.Dropout(config.hidden_dropout_prob)
 
-        total = sum(config.depths)
-        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        starts = np.cumsum([0, *config.depths])
+        rates = drop_path_rates(config.drop_path_rate, config.depths)
         self.stages = nnx.List([
             SwinStage(dims[i], config.depths[i], config.num_heads[i], window_size=config.window_size,
-                      drop_path=rates[starts[i]:starts[i + 1]], downsample=i < num_stages - 1,
+                      drop_path=rates[i], downsample=i < num_stages - 1,
                       mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, hidden_act=config.hidden_act,
                       layer_norm_eps=config.layer_norm_eps, hidden_dropout=config.hidden_dropout_prob,
                       attention_dropout=config.attention_probs_dropout_prob, merge_eps=1e-5, init_std=init_std,

@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 import jax
 from flax import nnx
 
-from ..convnext import STEM_TYPES, ConvNeXtStage, ConvNeXtStem, drop_path_rates
+from ...layers import drop_path_rates
+from ..convnext import STEM_TYPES, ConvNeXtStage, ConvNeXtStem
 from .spec import TimmSpec
 
 

@@ -17,9 +17,9 @@ import dataclasses
 from typing import Any, ClassVar
 
 import jax
-import numpy as np
 from flax import nnx
 
+from ...layers import drop_path_rates
 from ..swin import SwinPatchEmbed, SwinStage
 from .spec import TimmSpec
 
@@ -157,15 +157,13 @@ class SwinSpec(TimmSpec):
 
     def build(self, num_channels: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
         options = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        total = sum(self.depths)
-        rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        starts = np.cumsum([0, *self.depths])
+        rates = drop_path_rates(self.drop_path_rate, self.depths)
         dims = self.num_features
         return {
             "patch_embed": SwinPatchEmbed(num_channels, self.embed_dim, self.patch_size, eps=1e-5, **options),
             "stages": nnx.List([
                 SwinStage(dims[i], self.depths[i], self.num_heads[i], window_size=window, shift_size=shift,
-                          drop_path=rates[starts[i]:starts[i + 1]], downsample=i < len(dims) - 1,
+                          drop_path=rates[i], downsample=i < len(dims) - 1,
                           mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, hidden_act="gelu", layer_norm_eps=1e-5,
                           attention_dropout=self.attn_drop_rate, mlp_drop_path=True, shift_before_pad=True,
                           **options)

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import jax
 from flax import nnx
 
+from ...layers import drop_path_rates
 from ..common import pair
 from ..vit import ViTLayout, VisionTransformer, encode, tokens_to_map
 from .spec import TimmSpec
@@ -139,7 +140,7 @@ class _TimmViT(TimmSpec):
 
     def drop_path_rates(self) -> tuple[float, ...]:
         """timm's `calculate_drop_path_rates`: linear from 0 to `drop_path_rate` over the blocks."""
-        return tuple(self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth))
+        return tuple(drop_path_rates(self.drop_path_rate, [self.depth])[0])
 
     def build(self, num_channels: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> dict[str, Any]:
         layout = dataclasses.replace(self.layout(), num_channels=num_channels)
