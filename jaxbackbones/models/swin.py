@@ -36,7 +36,7 @@ from flax import nnx
 from .. import initializers
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
-from ..layers import DropPath, checkpointed, drop_path_rates, get_activation, layer_norm
+from ..layers import DropPath, checkpointed, conv_general_dilated, drop_path_rates, get_activation, layer_norm
 from ..training import configure as configure_training
 from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
 
@@ -185,8 +185,9 @@ class SwinPatchEmbed(nnx.Module):
                  dtype, param_dtype, rngs: nnx.Rngs):
         self.patch_size = _pair(patch_size)
         self.proj = nnx.Conv(num_channels, embed_dim, kernel_size=self.patch_size, strides=self.patch_size,
-                             padding="VALID", kernel_init=initializers.normal(init_std),
-                             bias_init=initializers.zeros, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                             padding=((0, 0), (0, 0)), kernel_init=initializers.normal(init_std),
+                             bias_init=initializers.zeros, dtype=dtype, param_dtype=param_dtype,
+                             conv_general_dilated=conv_general_dilated, rngs=rngs)
         self.norm = layer_norm(embed_dim, eps=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
