@@ -21,13 +21,15 @@ other at every operator, so a loaded 2-core machine slows timm far more than XLA
 `--threads 1` pins the process to one core (XLA's thread pool and torch's threads follow), which makes the CPU time
 per image (`cpu_ratio_vs_*`) a comparison of the work each does that other processes' load hardly moves. benchmarks/gpu_session.py runs every accelerator measurement in one go.
 
-A model family is benchmarked by one `Entry` in `MODELS`: our config, the transformers config/backbone classes,
-the timm architecture and its `out_indices`, the input size.
+A model family is benchmarked by the `benchmarks` of its `jaxbackbones.registry` entry (jaxbackbones/families/<name>.py),
+each an `Entry` of `MODELS`: our config, the transformers config/backbone classes, the timm architecture and its
+`out_indices`, the input size.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import json
@@ -44,7 +46,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxbackbones import AutoBackbone, ConvNextConfig, Dinov2Config, ResNetConfig, SwinConfig, TimmBackboneConfig
+from jaxbackbones import AutoBackbone, AutoConfig, registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,47 +78,12 @@ class Entry:
     accelerator: bool = True
 
 
-_RESNET18 = dict(layer_type="basic", hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2])
-# transformers' ConvNextBackbone needs hidden_sizes as a list (its own default, a tuple, fails)
-_CONVNEXT_TINY = dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3])
-_DINOV2_SMALL = dict(hidden_size=384, num_attention_heads=6, image_size=518, patch_size=14)
+def _entry(model_type: str, config: dict, **fields) -> Entry:
+    return Entry(config=lambda: AutoConfig.for_model(model_type, **copy.deepcopy(config)), **fields)
 
-# One entry per benchmarked model (a new family adds its own); benchmarks/gpu_session.py runs them in this order.
-MODELS: dict[str, Entry] = {
-    "resnet50": Entry(
-        config=lambda: ResNetConfig(out_indices=[1, 2, 3, 4]),
-        transformers=("ResNetConfig", "ResNetBackbone", {}),
-        timm="resnet50", timm_out_indices=(1, 2, 3, 4), channels_last=True,
-    ),
-    "swin_tiny": Entry(
-        config=lambda: SwinConfig(drop_path_rate=0.0, out_indices=[1, 2, 3, 4]),
-        transformers=("SwinConfig", "SwinBackbone", dict(drop_path_rate=0.0)),
-        timm="swin_tiny_patch4_window7_224", timm_out_indices=(0, 1, 2, 3),
-        timm_resize_kwargs=dict(dynamic_img_size=True), timm_size_multiple=4,
-    ),
-    "resnet18": Entry(
-        config=lambda: ResNetConfig(**_RESNET18, out_indices=[1, 2, 3, 4]),
-        transformers=("ResNetConfig", "ResNetBackbone", _RESNET18),
-        timm="resnet18", timm_out_indices=(1, 2, 3, 4), channels_last=True, accelerator=False,
-    ),
-    "convnext_tiny": Entry(
-        config=lambda: ConvNextConfig(out_indices=[1, 2, 3, 4]),
-        transformers=("ConvNextConfig", "ConvNextBackbone", _CONVNEXT_TINY),
-        timm="convnext_tiny", timm_out_indices=(0, 1, 2, 3), channels_last=True,
-    ),
-    "vit_small_dinov2": Entry(
-        config=lambda: Dinov2Config(**_DINOV2_SMALL, out_indices=[3, 6, 9, 12]),
-        transformers=("Dinov2Config", "Dinov2Backbone", _DINOV2_SMALL),
-        timm="vit_small_patch14_dinov2", timm_out_indices=(2, 5, 8, 11), size=(518, 518),
-        timm_kwargs=dict(img_size=518), timm_resize_kwargs=dict(dynamic_img_size=True), timm_size_multiple=14,
-    ),
-    "vit_base_patch16_224": Entry(
-        config=lambda: TimmBackboneConfig("vit_base_patch16_224", out_indices=[2, 5, 8, 11]),
-        transformers=None,
-        timm="vit_base_patch16_224", timm_out_indices=(2, 5, 8, 11),
-        timm_resize_kwargs=dict(dynamic_img_size=True), timm_size_multiple=16,
-    ),
-}
+
+# Every family's benchmark entries, in registry order; benchmarks/gpu_session.py runs them in this order.
+MODELS: dict[str, Entry] = {name: _entry(**fields) for name, fields in registry.benchmarks().items()}
 
 Record = Callable[[str, Any], None]
 

@@ -13,17 +13,11 @@ from pathlib import Path
 import jax.numpy as jnp
 from flax import nnx
 
-from . import checkpoint, hub
+from . import checkpoint, hub, registry
 from .configuration import PretrainedConfig
-from .convert import hf_convnext, hf_resnet, hf_swin, hf_vit, timm_convnext, timm_resnet, timm_swin, timm_vit
 from .convert.rules import Table, export_state_dict
 from .initializers import build_with_random_weights
-from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
-from .models.resnet import ResNetBackbone, ResNetConfig
-from .models.swin import SwinBackbone, SwinConfig
-from .models.timm import TimmBackbone, TimmBackboneConfig
-from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
-from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
+from .models.timm import TimmBackboneConfig
 from .sharding import ShardingRule, shard_model
 
 logger = logging.getLogger("jaxbackbones")
@@ -44,33 +38,16 @@ class Family:
         return self.table(config) if callable(self.table) else self.table
 
 
-# timm family -> its mapping table as a function of the config.
+def _family_of(model_type: registry.ModelType) -> Family:
+    return Family(registry.resolve(model_type.config), registry.resolve(model_type.backbone),
+                  registry.resolve(model_type.table), model_type.transformers_backbone, model_type.layout)
+
+
+# model_type -> its Family, and timm family -> its mapping table as a function of the config, as
+# `jaxbackbones.registry` lists them.
+FAMILIES: dict[str, Family] = {name: _family_of(row) for name, row in registry.model_types().items()}
 TIMM_TABLES: dict[str, Callable[[TimmBackboneConfig], Table]] = {
-    "resnet": timm_resnet.table_for,
-    "swin": timm_swin.table_for,
-    "convnext": timm_convnext.table_for,
-    "vit": timm_vit.table_for,
-    "eva": timm_vit.table_for,
-}
-
-
-def _timm_table(config: TimmBackboneConfig) -> Table:
-    return TIMM_TABLES[config.timm_spec.family](config)
-
-
-FAMILIES: dict[str, Family] = {
-    "resnet": Family(ResNetConfig, ResNetBackbone, hf_resnet.TABLE, "ResNetBackbone"),
-    "swin": Family(SwinConfig, SwinBackbone, hf_swin.TABLE, "SwinBackbone"),
-    "convnext": Family(ConvNextConfig, ConvNextBackbone, hf_convnext.TABLE, "ConvNextBackbone"),
-    "convnextv2": Family(ConvNextV2Config, ConvNextBackbone, hf_convnext.TABLE, "ConvNextV2Backbone"),
-    "dinov3_convnext": Family(DINOv3ConvNextConfig, ConvNextBackbone, hf_convnext.DINOV3_TABLE,
-                              "DINOv3ConvNextBackbone"),
-    "dinov2": Family(Dinov2Config, Dinov2Backbone, hf_vit.dinov2_table_for, "Dinov2Backbone"),
-    "dinov2_with_registers": Family(Dinov2WithRegistersConfig, Dinov2WithRegistersBackbone, hf_vit.dinov2_table_for,
-                                    "Dinov2WithRegistersBackbone"),
-    "dinov3_vit": Family(DINOv3ViTConfig, DINOv3ViTBackbone, hf_vit.dinov3_table_for, "DINOv3ViTBackbone"),
-    "timm_backbone": Family(TimmBackboneConfig, TimmBackbone, _timm_table, layout="timm"),
-}
+    name: registry.resolve(layout.table) for name, layout in registry.timm_layouts().items()}
 
 
 def _model_type(config_dict: dict) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import os
@@ -142,57 +143,21 @@ def write_sharded_safetensors(folder: str | os.PathLike, tensors: dict[str, np.n
     return [folder / name for name in names]
 
 
-def _small_configs():
-    from jaxbackbones import (
-        ConvNextConfig,
-        ConvNextV2Config,
-        DINOv3ConvNextConfig,
-        DINOv3ViTConfig,
-        Dinov2Config,
-        Dinov2WithRegistersConfig,
-        ResNetConfig,
-        SwinConfig,
-        TimmBackboneConfig,
-    )
+def _small_config(model_type: str, **kwargs):
+    from jaxbackbones import AutoConfig
 
-    vit = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, patch_size=8, image_size=32,
-               drop_path_rate=0.2, out_indices=[0, 1, 2])
-    timm_vit = dict(embed_dim=16, depth=2, num_heads=2, patch_size=8, img_size=32, drop_path_rate=0.2,
-                    dynamic_img_pad=True)
-    return {
-        "resnet": lambda: ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[1, 2], out_indices=[0, 1, 2]),
-        "swin": lambda: SwinConfig(embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4, drop_path_rate=0.2,
-                                   hidden_dropout_prob=0.1, out_indices=[0, 1, 2]),
-        "timm_resnet": lambda: TimmBackboneConfig("resnet26d", out_indices=[0, 1, 2], model_args={
-            "layers": [1, 1], "channels": [8, 16], "stem_width": 8}),
-        "timm_swin": lambda: TimmBackboneConfig("swin_tiny_patch4_window7_224", out_indices=[0, 1], model_args={
-            "embed_dim": 16, "depths": [2, 1], "num_heads": [1, 2], "window_size": 4, "img_size": 32,
-            "drop_path_rate": 0.2}),
-        # ConvNeXt: XLA:CPU compiles the backward pass of each depthwise convolution slowly (~3 s a block), so one
-        # row has the two blocks that stochastic depth needs (its rate rises from 0 at the first block), the others one.
-        "convnext": lambda: ConvNextConfig(hidden_sizes=[8, 16], depths=[2, 0], num_stages=2, drop_path_rate=0.2,
-                                           layer_scale_init_value=0.5, out_indices=[0, 1, 2]),  # layer scale
-        "convnextv2": lambda: ConvNextV2Config(hidden_sizes=[8, 16], depths=[0, 1], num_stages=2,
-                                               out_indices=[0, 1, 2]),  # GRN
-        "dinov3_convnext": lambda: DINOv3ConvNextConfig(hidden_sizes=[8, 16], depths=[0, 1],
-                                                        out_indices=[0, 1, 2]),  # the input as stem, no output norms
-        # layer scale, stochastic depth, dropout, the position embedding resampled at other sizes
-        "dinov2": lambda: Dinov2Config(**vit, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1),
-        "dinov2_with_registers": lambda: Dinov2WithRegistersConfig(**vit, num_register_tokens=2),
-        # RoPE with every train-mode coordinate augmentation, registers, gated MLP
-        "dinov3_vit": lambda: DINOv3ViTConfig(**vit, intermediate_size=24, num_register_tokens=2, use_gated_mlp=True,
-                                              hidden_act="silu", pos_embed_shift=0.1, pos_embed_jitter=1.2,
-                                              return_class_token=True),
-        "timm_convnext": lambda: TimmBackboneConfig("convnext_atto", out_indices=[0, 1, 2, 3], model_args={
-            "depths": [0, 1, 0, 0], "dims": [8, 16, 16, 24]}),
-        "timm_vit": lambda: TimmBackboneConfig("vit_small_patch16_224", out_indices=[0, 1], model_args=timm_vit),
-        "timm_eva": lambda: TimmBackboneConfig("vit_small_patch16_dinov3", out_indices=[0, 1], model_args={
-            **timm_vit, "rope_rescale_coords": 2.0}),
-    }
+    return AutoConfig.for_model(model_type, **copy.deepcopy(kwargs))
+
+
+def _small_configs():
+    from jaxbackbones import registry
+
+    return {name: functools.partial(_small_config, **example) for name, example in registry.examples().items()}
 
 
 # One small config per family and checkpoint layout (name -> a function returning a fresh config): the tests that
-# must hold for every backbone (Linen <-> NNX, Orbax) run over these. A new family adds one line.
+# must hold for every backbone (Linen <-> NNX, Orbax) run over these: the `examples` of every family's registry entry
+# (jaxbackbones/families/<name>.py).
 SMALL_CONFIGS = _small_configs()
 
 

@@ -5,8 +5,8 @@ A timm checkpoint on the hub is a `config.json` with `architecture` (the timm mo
 (preprocessing), next to `model.safetensors` or `pytorch_model.bin` holding the full timm state dict.
 
 `TIMM_ARCHITECTURES` lists the supported names with the keyword arguments timm's entrypoint functions pass to
-their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`, `vit.py`;
-tests/test_timm.py checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's
+their model class, one table per family in this package (`resnet.py`, `swin.py`, `convnext.py`, `vit.py`, as the
+families' `registry.TimmLayout`s name them; tests/test_timm.py checks every entry against `timm.create_model(name)`). Those, overridden by the checkpoint's
 `model_args`, resolve to the family's `TimmSpec`, which builds the same modules that serve the transformers layout,
 with timm's options, and runs them; `TimmBackbone` only dispatches. The family modules' docstrings name each
 family's stages and quirks.
@@ -26,29 +26,30 @@ from flax import nnx
 
 from ...backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ...configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
+from ... import registry
 from ...training import configure as configure_training
 from ..common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
-from . import convnext, resnet, swin, vit
-from .convnext import ConvNeXtSpec
-from .resnet import ResNetSpec
 from .spec import TimmSpec
-from .swin import SwinSpec
-from .vit import EvaSpec, ViTSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-TIMM_SPECS: tuple[type[TimmSpec], ...] = (ResNetSpec, SwinSpec, ConvNeXtSpec, ViTSpec, EvaSpec)
+def _specs() -> dict[str, type[TimmSpec]]:
+    specs = {name: registry.resolve(layout.spec) for name, layout in registry.timm_layouts().items()}
+    for name, spec in specs.items():
+        if spec.family != name:
+            raise ValueError(f"the registry lists {spec.__name__} as timm family {name!r}, but its family is "
+                             f"{spec.family!r}")
+    return specs
+
+
+_SPEC_OF_FAMILY = _specs()
+TIMM_SPECS: tuple[type[TimmSpec], ...] = tuple(_SPEC_OF_FAMILY.values())
 # timm name -> (family, the keyword arguments timm's entrypoint gives the family's model class).
 TIMM_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
-    **{name: ("resnet", args) for name, args in resnet.ARCHITECTURES.items()},
-    **{name: ("swin", args) for name, args in swin.ARCHITECTURES.items()},
-    **{name: ("convnext", args) for name, args in convnext.ARCHITECTURES.items()},
-    **{name: ("vit", args) for name, args in vit.VIT_ARCHITECTURES.items()},
-    **{name: ("eva", args) for name, args in vit.EVA_ARCHITECTURES.items()},
-}
-_SPEC_OF_FAMILY = {spec.family: spec for spec in TIMM_SPECS}
+    name: (family, args) for family, layout in registry.timm_layouts().items()
+    for name, args in registry.resolve(layout.architectures).items()}
 
 
 def supported_architectures() -> list[str]:
