@@ -12,8 +12,8 @@ from flax import nnx
 from helpers import SMALL_CONFIGS
 from test_image_processing import DINOV2_PREPROCESSOR, DINOV3_PREPROCESSOR
 
-from jaxbackbones import AutoBackbone, AutoConfig, TimmBackboneConfig, catalog
-from jaxbackbones.auto import FAMILIES
+from jaxbackbones import AutoBackbone, AutoConfig, TimmBackboneConfig, catalog, registry
+from jaxbackbones.auto import FAMILIES, TIMM_TABLES
 from jaxbackbones.models.timm import supported_architectures
 
 # transformers' config class of each model type.
@@ -64,6 +64,22 @@ def test_listed_stages_are_the_modules_stages(family):
     module."""
     config = SMALL_CONFIGS[family]()
     assert catalog.stages(config) == catalog._traced_stages(config)
+
+
+def test_every_model_type_and_timm_family_has_an_example():
+    """The every-family tests (Linen, Orbax, the stages above) reach every model type and timm family the registry
+    lists, through the families' `examples`."""
+    configs = [make() for make in SMALL_CONFIGS.values()]
+    assert {config.model_type for config in configs} == set(FAMILIES)
+    assert {config.timm_spec.family for config in configs if isinstance(config, TimmBackboneConfig)} == set(TIMM_TABLES)
+
+
+def test_a_model_type_registered_twice_is_refused(monkeypatch):
+    families = registry.families()
+    twice = registry.Family(model_types={"resnet": families["resnet"].model_types["resnet"]})
+    monkeypatch.setattr(registry, "families", lambda: {**families, "copy": twice})
+    with pytest.raises(ValueError, match=r"family 'copy' registers model_types \['resnet'\]"):
+        registry.model_types()
 
 
 def test_every_family_and_timm_architecture_is_listed():
