@@ -168,7 +168,8 @@ class AutoBackbone:
 
         native = checkpoint.is_native(config_dict)
         if native:
-            files = [hub.resolve_file(name_or_path, checkpoint.NATIVE_WEIGHTS_NAME, revision=revision)]
+            files = [hub.inside_checkpoint(hub.resolve_file(name_or_path, checkpoint.NATIVE_WEIGHTS_NAME,
+                                                            revision=revision))]
             table = checkpoint.NATIVE_TABLE
         else:
             files = hub.resolve_weight_files(name_or_path, revision=revision)
@@ -235,7 +236,7 @@ def export_pretrained(native_dir: str | os.PathLike, out_dir: str | os.PathLike,
     family = FAMILIES[config.model_type]
     if layout not in (None, family.layout):
         raise ValueError(f"{config.model_type} checkpoints export to the {family.layout!r} layout, not {layout!r}")
-    state = checkpoint.read_safetensors(native_dir / checkpoint.NATIVE_WEIGHTS_NAME)
+    state = checkpoint.read_safetensors(hub.inside_checkpoint(native_dir / checkpoint.NATIVE_WEIGHTS_NAME))
     torch_state = export_state_dict(state, family.table_for(config), config)
     if family.layout == "timm":
         torch_config = config.to_timm_dict()

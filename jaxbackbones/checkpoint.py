@@ -203,8 +203,15 @@ def _tensor_to_numpy(tensor) -> np.ndarray:
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of one weight file, `.safetensors` or `.bin`, memory-mapped where the format allows."""
-    return read_safetensors(path) if str(path).endswith(".safetensors") else read_torch_bin(path)
+    """The tensors of one weight file, `.safetensors` or `.bin`, memory-mapped where the format allows.
+
+    The suffix picks the reader, and any other suffix is refused: only a `.bin` file ever reaches `torch.load`.
+    """
+    if str(path).endswith(".safetensors"):
+        return read_safetensors(path)
+    if str(path).endswith(".bin"):
+        return read_torch_bin(path)
+    raise CheckpointError(f"{path} is neither a .safetensors nor a .bin weight file")
 
 
 def read_state_dict(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:

@@ -159,6 +159,10 @@ def info(args) -> int:
 
     config_dict = hub.load_config_dict(args.model, revision=args.revision)
     config = AutoConfig.from_pretrained(args.model, revision=args.revision)
+    for index_name in hub.SHARD_SUFFIXES:  # a shard index is checked as loading checks it; no shard is fetched
+        index = hub.resolve_file(args.model, index_name, revision=args.revision, required=False)
+        if index is not None:
+            hub.shard_names(hub.inside_checkpoint(index))
     model = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
     parameters = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
     native = config_dict.get(checkpoint.NATIVE_KEY)

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import (
@@ -24,6 +24,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .checkpoint import CheckpointError
+
 CONFIG_NAME = "config.json"
 # In order of preference: safetensors is read without torch and cannot execute code.
 WEIGHT_FILES = (
@@ -32,6 +34,14 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+# A shard index -> the one suffix its shards may have: a safetensors index never leads to torch.load.
+SHARD_SUFFIXES = {"model.safetensors.index.json": ".safetensors", "pytorch_model.bin.index.json": ".bin"}
+
+
+def _require_name(name_or_path) -> None:
+    # Path("") is the current folder: an empty name would silently load whatever checkpoint is there.
+    if name_or_path is None or not str(name_or_path).strip():
+        raise ValueError(f"a hub repo id or a local folder is required, got {name_or_path!r}")
 
 
 def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: str | None = None,
@@ -41,7 +51,9 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: st
     Raises:
         OSError: the file is required and missing, the repo or revision does not exist, or the hub cannot be
             reached (offline, or `HF_HUB_OFFLINE=1`) and the file is not in the local cache.
+        ValueError: `name_or_path` is None or empty.
     """
+    _require_name(name_or_path)
     folder = Path(name_or_path)
     if folder.is_dir():
         path = folder / filename
@@ -137,19 +149,117 @@ def read_json(path: Path) -> dict:
 
 
 def resolve_weight_files(name_or_path: str | os.PathLike, *, revision: str | None = None) -> list[Path]:
-    """The weight files of a checkpoint: one file, or every shard listed by an index file."""
+    """The weight files of a checkpoint: one file, or every shard listed by an index file.
+
+    Every file must lie in the checkpoint (see `checkpoint_root`), and an index's shards are checked by
+    `shard_names` before any is opened: a checkpoint decides which files are read only among its own.
+
+    Raises:
+        CheckpointError: an index or a shard name is invalid, a shard of a local folder is missing, or a file
+            resolves outside the checkpoint.
+        OSError: the checkpoint has no weights, or a hub shard cannot be had (see `resolve_file`).
+    """
     for filename in WEIGHT_FILES:
         path = resolve_file(name_or_path, filename, revision=revision, required=False)
         if path is None:
             continue
-        if not filename.endswith(".index.json"):
-            return [path]
-        try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path} is not a valid shard index (no 'weight_map'): {error}") from error
-        return [resolve_file(name_or_path, shard, revision=revision) for shard in sorted(set(weight_map.values()))]
+        if filename not in SHARD_SUFFIXES:
+            return [inside_checkpoint(path)]
+        index = inside_checkpoint(path)
+        local = Path(name_or_path).is_dir()
+        shards: dict[Path, str] = {}  # real file -> the name the index gives it
+        for name in shard_names(index):
+            if local and not (index.parent / name).is_file():
+                raise CheckpointError(f"{index} lists the shard {name!r}, which is not in {index.parent}")
+            try:
+                shard = resolve_file(name_or_path, name, revision=revision)
+            except OSError as error:
+                raise OSError(f"{index} lists the shard {name!r}, which cannot be had: {error}") from error
+            real = Path(os.path.realpath(inside_checkpoint(shard, index=index, entry=name)))
+            if real in shards:
+                raise CheckpointError(f"{index} lists one file twice: the shards {shards[real]!r} and {name!r} are "
+                                      f"both {real}")
+            shards[real] = name
+        return [index.parent / name for name in shards.values()]
     raise OSError(f"{name_or_path} has no weights: looked for {', '.join(WEIGHT_FILES)}")
+
+
+def shard_names(index: Path) -> list[str]:
+    """The shard file names a `model.safetensors.index.json` or `pytorch_model.bin.index.json` lists, sorted.
+
+    Each must be a plain file name beside the index (not empty, not absolute, no `..`, no folder) with the
+    index's suffix (`.safetensors` or `.bin`: a safetensors index never leads to `torch.load`), and no tensor
+    may be listed twice. Raises `CheckpointError` naming the index and the entry.
+    """
+    suffix = SHARD_SUFFIXES[index.name]
+    try:
+        content = json.loads(index.read_text(), object_pairs_hook=_pairs_without_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{index} is not a valid shard index (not JSON): {error}") from None
+    except _DuplicateKey as error:
+        raise CheckpointError(f"{index} lists {error.args[0]!r} twice") from None
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index} is not a valid shard index: it needs a non-empty 'weight_map' object "
+                              "(tensor name -> shard file name)")
+    for key, name in weight_map.items():
+        problem = _shard_name_problem(name, suffix)
+        if problem:
+            raise CheckpointError(f"{index}: the shard of tensor {key!r}, {name!r}, {problem}; a shard must be a "
+                                  f"plain {suffix} file name in the index's folder")
+    return sorted(set(weight_map.values()))
+
+
+def _shard_name_problem(name, suffix: str) -> str | None:
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a file name"
+    if not name.strip():
+        return "is empty"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return "is an absolute path"
+    parts = PureWindowsPath(name).parts  # split at / and at \\, which is a separator on Windows
+    if ".." in parts:
+        return "goes up a folder ('..')"
+    if len(parts) > 1 or name == "." or "\0" in name:
+        return "is not a plain file name"
+    if not name.endswith(suffix):
+        return f"does not end in {suffix}"
+    return None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _pairs_without_duplicates(pairs: list[tuple]) -> dict:
+    # json.loads keeps the last of repeated keys silently; an index that lists a tensor twice is ambiguous.
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def checkpoint_root(folder: Path) -> Path:
+    """The folder a checkpoint's files must resolve into: its own, or for a hub cache snapshot
+    (`models--org--name/snapshots/<commit>/`) the repo's cache folder, since a snapshot's files are symlinks into
+    its `blobs/` (`huggingface_hub` keeps a repo's pointers under `snapshots/` and their contents in `blobs/`)."""
+    if folder.parent.name == "snapshots" and (folder.parent.parent / "blobs").is_dir():
+        return folder.parent.parent
+    return folder
+
+
+def inside_checkpoint(path: Path, *, index: Path | None = None, entry: str | None = None) -> Path:
+    """`path`, after checking that it resolves (symlinks followed) inside `checkpoint_root` of its folder;
+    otherwise `CheckpointError` (naming the `index` and its `entry` when it was listed by one)."""
+    root = checkpoint_root(path.parent)
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(root)):
+        listed = f"{index} lists the shard {entry!r}, but " if index is not None else ""
+        raise CheckpointError(f"{listed}{path} is a link to {real}, outside the checkpoint ({root}); copy the "
+                              "file into the checkpoint's folder instead of linking to it")
+    return path
 
 
 def snapshot_commit(path: Path) -> str | None:

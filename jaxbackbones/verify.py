@@ -36,7 +36,10 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     jax.config.update("jax_default_matmul_precision", "highest")
     stages = list(range(len(config.stage_names)))
     ours = AutoBackbone.from_pretrained(converted_dir, out_indices=stages)
-    reference = (_timm_reference if timm_source else _transformers_reference)(ours, source, revision, stages)
+    # The reference library reads the source's weight files itself: they pass jaxbackbones' checks first.
+    weights = hub.resolve_weight_files(source, revision=revision)
+    reference = (_timm_reference(ours, source, weights, stages) if timm_source
+                 else _transformers_reference(ours, source, revision, stages))
     if "bfloat16" in hub.load_config_dict(converted_dir)[checkpoint.NATIVE_KEY]["param_dtype"]:
         with torch.no_grad():
             for parameter in reference.parameters():
@@ -79,13 +82,12 @@ def _transformers_reference(ours, source, revision, stages):
     return backbone_class.from_pretrained(source, revision=revision, out_indices=stages).eval()
 
 
-def _timm_reference(ours, source, revision, stages):
+def _timm_reference(ours, source, weights, stages):
     import timm
 
-    from . import hub
-
-    (weights,) = hub.resolve_weight_files(source, revision=revision)  # timm checkpoints are one file
+    if len(weights) != 1:
+        raise ValueError(f"{source}: timm checkpoints are one weight file, this one has {len(weights)}")
     config = ours.config
     return timm.create_model(config.backbone, pretrained=True, features_only=True, out_indices=tuple(stages),
-                             pretrained_cfg_overlay=dict(file=str(weights)),
+                             pretrained_cfg_overlay=dict(file=str(weights[0])),
                              **{**config.model_args, "in_chans": config.num_channels}).eval()
