@@ -34,9 +34,10 @@ and ratios, and a table is printed. `--sections` and `--models` rerun a part (e.
   (`dynamic=True`, one compile serving every batch).
 - large: 800x1333 at batch 2 for ResNet-50 and Swin-T: ours (inference, train step), timm eager, transformers eager,
   timm compiled (inference).
-- levers: ResNet-50 with 1x1 convolutions as matrix products vs convolutions (`layers.CONV_AS_MATMUL`); Swin-T's
-  window attention core (batch 256, each stage's shape) as written vs `jax.nn.dot_product_attention` (XLA and
-  cuDNN); train steps with `gradient_checkpointing` (remat) against the throughput section's plain ones.
+- levers: ResNet-50 with 1x1 convolutions as matrix products vs convolutions (rewrite "conv_as_matmul" of
+  `layers.rewrites`); Swin-T's window attention core (batch 256, each stage's shape) as written vs
+  `jax.nn.dot_product_attention` (XLA and cuDNN); train steps with `gradient_checkpointing` (remat) against the
+  throughput section's plain ones.
 - profile: a `jax.profiler` trace of 3 inference and 3 training steps per model; the top device kernels go into
   the JSON and the traces into `traces.tar.gz`.
 - flags (only when named in --sections): ours again under documented XLA GPU flags (`--xla_gpu_triton_gemm_any`,
@@ -541,12 +542,11 @@ def section_levers(args, journal: Journal, settings: Settings) -> None:
     if "resnet50" in models:
         entry = bench.MODELS["resnet50"]
         for as_matmul in (False, True):
-            layers.CONV_AS_MATMUL = as_matmul
             label = "conv1x1_matmul" if as_matmul else "conv1x1_conv"
-            journal.guarded(label, "ours", bench.ours, entry, settings.batch, settings.size(entry), jnp.bfloat16,
-                            settings.iterations, journal.recorder(f"resnet50_{label}"), train=not settings.smoke,
-                            rounds=settings.rounds)
-        layers.CONV_AS_MATMUL = None
+            with layers.rewrites.override("conv_as_matmul", as_matmul):
+                journal.guarded(label, "ours", bench.ours, entry, settings.batch, settings.size(entry), jnp.bfloat16,
+                                settings.iterations, journal.recorder(f"resnet50_{label}"), train=not settings.smoke,
+                                rounds=settings.rounds)
     if "swin_tiny" in models:
         journal.guarded("swin_tiny_attention", "attention", window_attention_variants, settings,
                         journal.recorder("swin_tiny_attention"))

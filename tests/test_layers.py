@@ -21,19 +21,19 @@ def test_gelu_matches_torch():
 @pytest.mark.parametrize("as_matmul", [True, False, None])
 @pytest.mark.parametrize("kernel,stride", [((1, 1), (1, 1)), ((1, 1), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)),
                                            ((2, 3), (2, 3)), ((3, 3), (2, 2))])
-def test_1x1_and_patch_convolutions_either_way_equal_the_convolution(monkeypatch, as_matmul, kernel, stride):
-    monkeypatch.setattr(layers, "CONV_AS_MATMUL", as_matmul)
+def test_1x1_and_patch_convolutions_either_way_equal_the_convolution(as_matmul, kernel, stride):
     keys = jax.random.split(jax.random.key(0), 2)
     x = jax.random.normal(keys[0], (2, 9, 7, 16))  # sizes no patch divides: the rest is dropped, as torch does
     kernel = jax.random.normal(keys[1], (*kernel, 16, 24))
     dimension_numbers = ("NHWC", "HWIO", "NHWC")
     expected = jax.lax.conv_general_dilated(x, kernel, stride, ((0, 0), (0, 0)), dimension_numbers=dimension_numbers,
                                             precision=jax.lax.Precision.HIGHEST)
-    ours = jax.jit(lambda x, k: layers.conv_general_dilated(x, k, stride, ((0, 0), (0, 0)),
-                                                            dimension_numbers=dimension_numbers,
-                                                            precision=jax.lax.Precision.HIGHEST))
-    assert_parity(expected, ours(x, kernel), name="convolution")
-    uses_matmul = "convolution(" not in ours.lower(x, kernel).as_text(dialect="hlo")
+    with layers.rewrites.override("conv_as_matmul", as_matmul):
+        ours = jax.jit(lambda x, k: layers.conv_general_dilated(x, k, stride, ((0, 0), (0, 0)),
+                                                                dimension_numbers=dimension_numbers,
+                                                                precision=jax.lax.Precision.HIGHEST))
+        assert_parity(expected, ours(x, kernel), name="convolution")
+        uses_matmul = "convolution(" not in ours.lower(x, kernel).as_text(dialect="hlo")
     rewritable = kernel.shape[:2] == (1, 1) or kernel.shape[:2] == stride
     as_matmul = as_matmul if as_matmul is not None else jax.default_backend() == "cpu"
     assert uses_matmul == (rewritable and as_matmul)

@@ -26,6 +26,7 @@ from jaxbackbones.layers import (
     dot_product_attention,
     resize_bicubic,
     rope_patch_coordinates,
+    rewrites,
 )
 
 # Float32 rounding of torch's own weights (its source coordinate rounds at ~4e-6 on a 37-wide grid) and sums.
@@ -179,8 +180,10 @@ def test_attention_matches_timm(output_attentions):
 def test_attention_implementations_agree(dtype):
     """The per-head path (XLA:CPU) and `jax.nn.dot_product_attention` (GPU, TPU) compute the same."""
     q, k, v = (jnp.asarray(pixels((2, 19, 3, 16), seed), dtype) for seed in (1, 2, 3))
-    fused = dot_product_attention(q, k, v, per_head=False)
-    split = dot_product_attention(q, k, v, per_head=True)
+    with rewrites.override("per_head_attention", False):
+        fused = dot_product_attention(q, k, v)
+    with rewrites.override("per_head_attention", True):
+        split = dot_product_attention(q, k, v)
     assert fused.dtype == split.dtype == dtype
     assert_parity(fused.astype(jnp.float32), split.astype(jnp.float32), rtol=1e-6 if dtype == jnp.float32 else 1e-2)
 
