@@ -20,8 +20,9 @@ eager mode. On an accelerator, without a sharding, the draws stay on the device:
 weights there (one small slice-and-reshape program per weight shape), and only the keys, the scales and the rows'
 counters cross between host and device. On the CPU, and with a sharding, each weight is assembled on the host as soon
 as its rows are made and goes to its device (each device receiving only its own slice). The weights are the eager
-ones bit for bit, either way (tests/test_initializers.py). What it cannot draw this way (a key of another PRNG implementation, a dtype other than float32, bfloat16 or float16) is drawn eagerly
-as before, and under a trace (`nnx.eval_shape`, `jit`) the module is simply built.
+ones bit for bit, either way (tests/test_initializers.py). What it cannot draw this way (a key of another PRNG
+implementation, a dtype other than float32, bfloat16 or float16) is drawn eagerly as before, and under a trace
+(`nnx.eval_shape`, `jit`) the module is simply built.
 """
 
 from __future__ import annotations
