@@ -16,10 +16,13 @@ every draw with one small kernel, compiled once per process. That relies on jax'
 i, the threefry counter. Each draw is cut into rows of `CHUNK` elements, a row being (key, first counter), and the
 kernel runs jax's own `jax.random.normal` (uniform, then erfinv) over a batch of rows, with a PRNG implementation whose
 bits are threefry's from the row's first counter on (`_chunk_impl`); the scaling is a multiplication of its own, as in
-eager mode. Each weight goes from the host to its device as soon as its rows are made (with a sharding, each device
-receiving only its own slice). The weights are the eager ones bit for bit (tests/test_initializers.py). What it cannot
-draw this way (a key of another PRNG implementation, a dtype other than float32, bfloat16 or float16) is drawn eagerly
-as before, and under a trace (`nnx.eval_shape`, `jit`) the module is simply built.
+eager mode. On an accelerator, without a sharding, the draws stay on the device: the kernel's rows are cut into the
+weights there (one small slice-and-reshape program per weight shape), and only the keys, the scales and the rows'
+counters cross between host and device. On the CPU, and with a sharding, each weight is assembled on the host as soon
+as its rows are made and goes to its device (each device receiving only its own slice). The weights are the eager
+ones bit for bit, either way (tests/test_initializers.py). What it cannot draw this way (a key of another PRNG
+implementation, a dtype other than float32, bfloat16 or float16) is drawn eagerly as before, and under a trace
+(`nnx.eval_shape`, `jit`) the module is simply built.
 """
 
 from __future__ import annotations
@@ -111,14 +114,25 @@ def _can_defer(key, dtype) -> bool:
             and getattr(jax.config, "jax_threefry_partitionable", True))
 
 
-def build_with_random_weights(build: Callable[[], nnx.Module], *, sharding=None) -> nnx.Module:
+def build_with_random_weights(build: Callable[[], nnx.Module], *, sharding=None,
+                              on_device: bool | None = None) -> nnx.Module:
     """`build()`, its weights made all at once (see the module docstring): the same module, the same values.
 
     `sharding`: a function of a variable's shape giving its `jax.sharding.Sharding` (`sharding.ShardingRule`), to
     place each weight straight onto its devices, or None for the default device.
+    `on_device` (without a sharding): cut the draws into the weights on the device, so that they never go to the
+    host and back; by default wherever the default device is not the CPU. On the CPU the device's memory is the
+    host's: there one copy costs less than compiling a slicing program per weight shape (ResNet-50's first
+    from_config in a process: 0.7 s against 1.8 s on a loaded 2-core machine).
     """
-    if isinstance(jnp.zeros(()), jax.core.Tracer):  # under a trace every array is abstract: nothing to make
+    probe = jnp.zeros(())
+    if isinstance(probe, jax.core.Tracer):  # under a trace every array is abstract: nothing to make
         return build()
+    if on_device is None:
+        on_device = sharding is None and all(device.platform != "cpu" for device in probe.devices())
+    elif on_device and sharding is not None:
+        raise ValueError("on_device=True draws onto the default device; with a sharding, each device receives its "
+                         "own slice from the host")
     draws = _Draws()
     token = _recording.set(draws)
     try:
@@ -126,7 +140,7 @@ def build_with_random_weights(build: Callable[[], nnx.Module], *, sharding=None)
     finally:
         _recording.reset(token)
     if draws.pending:
-        values = _make(list(draws.pending.values()), sharding)
+        values = _make(list(draws.pending.values()), sharding, on_device)
         state = nnx.state(model)
         unplaced = values.keys() - {id(leaf) for leaf in jax.tree.leaves(state)}
         if unplaced:  # an initialiser's result that did not go straight into a variable: a bug of the module
@@ -136,7 +150,7 @@ def build_with_random_weights(build: Callable[[], nnx.Module], *, sharding=None)
     return model
 
 
-def _make(pending, sharding) -> dict[int, jax.Array]:
+def _make(pending, sharding, on_device: bool) -> dict[int, jax.Array]:
     """{id(placeholder): its array}: the constants filled with numpy, the normal draws through `_chunks`."""
     def put(value):
         return jax.device_put(value) if sharding is None else place(value, sharding(value.shape))
@@ -148,17 +162,17 @@ def _make(pending, sharding) -> dict[int, jax.Array]:
     for dtype in {placeholder.dtype for placeholder, _ in draws}:
         mine = [(placeholder, key, stddev) for (placeholder, _), (key, stddev) in zip(draws, keys_and_stddevs)
                 if placeholder.dtype == dtype]
+        if on_device:
+            values.update((id(placeholder), array) for placeholder, array in _draw_on_device(mine, dtype))
+            continue
         for placeholder, flat in _draw_rows(mine, dtype):
             values[id(placeholder)] = put(flat[:placeholder.size].reshape(placeholder.shape))
     return values
 
 
-def _draw_rows(draws, dtype):
-    """Yield (placeholder, its values flat, padded to whole rows) for each draw, as soon as its rows are made.
-
-    The kernel runs on batches of rows (`_ROW_BUCKETS`), a draw's rows in one batch or several; only the draws
-    being made are held on the host at a time.
-    """
+def _row_table(draws, dtype):
+    """The kernel's rows for `draws` (key word 1, key word 2, counter high, counter low), their scales, and where
+    each draw's rows end."""
     rows, stddevs, ends = [], [], []
     for placeholder, key, stddev in draws:
         offsets = np.arange(0, placeholder.size, CHUNK, dtype=np.uint64)
@@ -166,14 +180,71 @@ def _draw_rows(draws, dtype):
                               (offsets >> 32).astype(np.uint32), (offsets & 0xFFFFFFFF).astype(np.uint32)], 1))
         stddevs.append(np.full(offsets.shape, stddev, dtype))
         ends.append((ends[-1] if ends else 0) + len(offsets))
-    rows, stddevs = np.concatenate(rows), np.concatenate(stddevs)
+    return np.concatenate(rows), np.concatenate(stddevs), ends
+
+
+def _run_kernel(rows, stddevs, batch: int, dtype, *, to_device: bool):
+    """`_chunks` on `rows`, padded to `batch` rows; the table is put on the device explicitly."""
+    padded_rows, padded_stddevs = np.zeros((batch, 4), np.uint32), np.zeros((batch,), dtype)
+    padded_rows[:len(rows)], padded_stddevs[:len(rows)] = rows, stddevs
+    made = _chunks(*jax.device_put((padded_rows, padded_stddevs)), jnp.dtype(dtype))
+    return made if to_device else jax.device_get(made)
+
+
+def _draw_on_device(draws, dtype):
+    """Yield (placeholder, its device array) for each draw; the draws never leave the device.
+
+    Rows of whole draws go into batches of `_ROW_BUCKETS` rows; a draw with more rows than a batch has batches of
+    its own, joined on the device.
+    """
+    rows, stddevs, ends = _row_table(draws, dtype)
+    batch = next((size for size in _ROW_BUCKETS if size >= len(rows)), _ROW_BUCKETS[-1])
+    groups, group, first = [], [], 0  # groups of draws whose rows are made together
+    for index, end in enumerate(ends):
+        start = ends[index - 1] if index else 0
+        if group and end - first > batch:
+            groups.append(group)
+            group, first = [], start
+        group.append(index)
+    groups.append(group)
+    for group in groups:
+        first, last = (ends[group[0] - 1] if group[0] else 0), ends[group[-1]]
+        made = [_run_kernel(rows[row:min(row + batch, last)], stddevs[row:min(row + batch, last)], batch, dtype,
+                            to_device=True) for row in range(first, last, batch)]
+        if len(made) > 1:  # one draw larger than a batch
+            (index,) = group
+            yield draws[index][0], _join(tuple(made), draws[index][0].shape)
+            continue
+        for index in group:
+            start = (ends[index - 1] if index else 0) - first
+            yield draws[index][0], _take(made[0], jax.device_put(np.int32(start * CHUNK)), draws[index][0].shape)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _take(made, start, shape):
+    """The weight of `shape` whose rows begin `start` elements into a batch the kernel made."""
+    return jax.lax.dynamic_slice_in_dim(made.reshape(-1), start, math.prod(shape)).reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _join(made, shape):
+    """The weight of `shape` whose rows fill the batches `made`, the last one in part."""
+    return jnp.concatenate([batch.reshape(-1) for batch in made])[:math.prod(shape)].reshape(shape)
+
+
+def _draw_rows(draws, dtype):
+    """Yield (placeholder, its values flat on the host, padded to whole rows) for each draw, as soon as its rows
+    are made.
+
+    The kernel runs on batches of rows (`_ROW_BUCKETS`), a draw's rows in one batch or several; only the draws
+    being made are held on the host at a time.
+    """
+    rows, stddevs, ends = _row_table(draws, dtype)
     batch = next((size for size in _ROW_BUCKETS if size >= len(rows)), _ROW_BUCKETS[-1])
     current, flat = 0, None  # the draw being filled, and its buffer
     for start in range(0, len(rows), batch):
         stop = min(start + batch, len(rows))
-        padded_rows, padded_stddevs = np.zeros((batch, 4), np.uint32), np.zeros((batch,), dtype)
-        padded_rows[:stop - start], padded_stddevs[:stop - start] = rows[start:stop], stddevs[start:stop]
-        made = np.asarray(_chunks(padded_rows, padded_stddevs, jnp.dtype(dtype)))
+        made = _run_kernel(rows[start:stop], stddevs[start:stop], batch, dtype, to_device=False)
         row = start
         while row < stop:
             first = ends[current - 1] if current else 0

@@ -135,12 +135,56 @@ class Draws(nnx.Module):
         self.scale = nnx.Param(initializers.full((9,), 1e-6, dtype))
 
 
+BOUNDARY_SIZES = [1, initializers.CHUNK - 1, initializers.CHUNK, initializers.CHUNK + 1, 3 * initializers.CHUNK + 17,
+                  1025 * initializers.CHUNK + 5]
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_chunked_draws_match_across_row_and_batch_boundaries(dtype):
-    chunk = initializers.CHUNK
-    sizes = [1, chunk - 1, chunk, chunk + 1, 3 * chunk + 17, 1025 * chunk + 5]
-    model = initializers.build_with_random_weights(lambda: Draws(sizes, dtype, rngs=nnx.Rngs(2)))
-    assert_bit_identical(model, Draws(sizes, dtype, rngs=nnx.Rngs(2)))
+def test_chunked_draws_match_across_row_and_batch_boundaries(dtype, on_device):
+    model = initializers.build_with_random_weights(lambda: Draws(BOUNDARY_SIZES, dtype, rngs=nnx.Rngs(2)),
+                                                   on_device=on_device)
+    assert_bit_identical(model, Draws(BOUNDARY_SIZES, dtype, rngs=nnx.Rngs(2)))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Draws(BOUNDARY_SIZES, jnp.float32, rngs=nnx.Rngs(2)),
+    *(lambda name=name: eager(CONFIGS[name](), nnx.Rngs(4)) for name in ("resnet_bottleneck", "dinov3_vit", "swin")),
+], ids=["boundaries", "resnet_bottleneck", "dinov3_vit", "swin"])
+def test_draws_stay_on_the_device(build, monkeypatch):
+    """on_device=True (the default off the CPU): no draw goes to the host and back. To the host go only the keys and
+    scales (12 bytes a weight); to the device, the constants and the kernel's row table (20 bytes a row of CHUNK
+    values, padded to whole batches), never a draw. Implicit transfers to the host are refused outright."""
+    to_host, to_device = [], []
+    device_get, device_put = jax.device_get, jax.device_put
+
+    def get(tree, *args, **kwargs):
+        to_host.extend(jax.tree.leaves(tree))
+        return device_get(tree, *args, **kwargs)
+
+    def put(tree, *args, **kwargs):
+        to_device.extend(leaf for leaf in jax.tree.leaves(tree) if isinstance(leaf, np.ndarray | np.generic))
+        return device_put(tree, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "device_get", get)
+    monkeypatch.setattr(jax, "device_put", put)
+    with jax.transfer_guard_device_to_host("disallow"):
+        model = initializers.build_with_random_weights(build, on_device=True)
+    monkeypatch.undo()
+    reference = build()
+    assert_bit_identical(model, reference)
+
+    values = [np.asarray(variable[...]) for variable in flat_state(reference).values()]
+    drawn = [value for value in values if value.size > 1 and not np.all(value == value.flat[0])]
+    constant_bytes = sum(value.nbytes for value in values) - sum(value.nbytes for value in drawn)
+    drawn_bytes = sum(value.nbytes for value in drawn)
+    assert all(np.asarray(leaf).nbytes <= 8 for leaf in to_host) and len(to_host) <= 2 * len(values)
+    rows = sum(-(-value.size // initializers.CHUNK) for value in drawn)
+    batch = next((size for size in initializers._ROW_BUCKETS if size >= rows), initializers._ROW_BUCKETS[-1])
+    # Kernel calls: the rows in batches, plus a partial batch at each end of a draw larger than a batch (made apart).
+    calls = rows // batch + 1 + 2 * sum(value.size > batch * initializers.CHUNK for value in drawn)
+    table_bytes = 20 * batch * calls + 4 * len(values)  # and each weight's first row
+    assert sum(leaf.nbytes for leaf in to_device) - constant_bytes <= table_bytes < drawn_bytes
 
 
 def test_other_prng_implementations_and_dtypes_are_drawn_eagerly():
