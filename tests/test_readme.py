@@ -95,6 +95,6 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
     assert len(commands) >= 2
     main_job, test_command = commands[0], commands[1]
     assert "jaxbackbones extract" in main_job
-    assert "pytest" in test_command
+    assert "pytest" in test_command and "--durations=20" in test_command
     assert test_command in (README.parent / ".ci" / "run").read_text()
     assert os.access(README.parent / ".ci" / "run", os.X_OK)
