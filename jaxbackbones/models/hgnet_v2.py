@@ -16,6 +16,7 @@ Quirks, as the torch sources have them:
   channel attention (mean over the map, a 1x1 conv with bias, sigmoid, times the map). Only blocks after a stage's
   first add their input back; in transformers their `drop_path` is a Dropout that is never enabled.
 - A stage's downsampling is a depthwise 3x3 conv + BatchNorm, stride `stage_downsample_strides`, no activation.
+- transformers applies `hidden_act` in the stem only: every conv layer of the stages is ReLU whatever it says.
 - transformers reports `channels` from `[embedding_size] + hidden_sizes`, fields the modules never read (its B4
   default says 64 and 256 where the stem and first stage give 48 and 128); ours are the maps' real channels
   (`stem_channels[2]`, `stage_out_channels`). Stages are `stem` and `stage1`... one per entry of `depths`.
@@ -263,9 +264,9 @@ class HGNetV2Backbone(BackboneModuleMixin, nnx.Module):
                  data_format: str = "channels_last"):
         self.config = config
         self.data_format = validate_data_format(data_format)
-        options = dict(activation=config.hidden_act, lab=config.use_learnable_affine_block, dtype=dtype,
-                       param_dtype=param_dtype, rngs=rngs)
-        self.stem = HGNetStem(tuple(config.stem_channels), strides=tuple(config.stem_strides), **options)
+        options = dict(lab=config.use_learnable_affine_block, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.stem = HGNetStem(tuple(config.stem_channels), strides=tuple(config.stem_strides),
+                              activation=config.hidden_act, **options)
         self.stages = nnx.List([
             HGNetStage(config.stage_in_channels[i], config.stage_mid_channels[i], config.stage_out_channels[i],
                        config.stage_num_blocks[i], config.stage_numb_of_layers[i],
