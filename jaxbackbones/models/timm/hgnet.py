@@ -5,7 +5,7 @@ Stages are timm's `feature_info` modules `stages.0` ... `stages.3` (the stem is 
 a 3x3 conv stem with a 3x3/2 max-pool and ESE aggregation (see `models/hgnet_v2.py`). timm options: `use_lab` (the
 learnable affine blocks; on for b0-b3), `drop_path_rate` (stochastic depth, per block linear over all blocks, as
 `calculate_drop_path_rates`), and `head_hidden_size`, which only shapes what export writes back. A stage
-downsamples with stride 2. State paths are `HGNetV2Backbone`'s (`stem`, `stages.i.downsample`, `stages.i.blocks.j`).
+downsamples with stride 2. `stem_chs` and `stages` (timm's `model_cfgs` entry) may be restated in model_args. State paths are `HGNetV2Backbone`'s (`stem`, `stages.i.downsample`, `stages.i.blocks.j`).
 """
 
 from __future__ import annotations
