@@ -16,6 +16,7 @@ from .image_processing import (
     ViTImageProcessor,
 )
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
+from .models.hgnet_v2 import HGNetV2Backbone, HGNetV2Config
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -49,6 +50,8 @@ __all__ = [
     "Dinov2WithRegistersBackbone",
     "Dinov2WithRegistersConfig",
     "FPN",
+    "HGNetV2Backbone",
+    "HGNetV2Config",
     "PretrainedConfig",
     "load_backbone",
     "sharding",

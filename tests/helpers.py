@@ -25,7 +25,7 @@ def randomize_torch_module(module, seed: int = 0):
     """Overwrite every floating parameter and persistent buffer with random values, so no mapping hides behind an
     init.
 
-    Norm and BatchNorm weights land near 1, biases, layer-scale vectors (`gamma`, `layer_scale_parameter`,
+    Norm and BatchNorm weights and scalar scales (HGNet's learnable affine `scale`) land near 1, biases, layer-scale vectors (`gamma`, `layer_scale_parameter`,
     `lambda1`) and running means near 0 (either sign, N(0, 0.2)), running variances in [0.5, 2], class / register /
     mask tokens and position embeddings at unit scale, matrices and kernels at a fan-in scale that keeps deep stacks
     finite. A vector stored with leading singleton axes (transformers' GRN `weight` / `bias`, (1, 1, 1, C)) counts
@@ -49,7 +49,7 @@ def randomize_torch_module(module, seed: int = 0):
                 value = torch.rand(shape, generator=generator) * 1.5 + 0.5
             elif name.split(".")[-1] in EMBEDDING_NAMES or name.endswith("absolute_pos_embed"):
                 value = torch.randn(shape, generator=generator)
-            elif vector and name.endswith("weight"):
+            elif vector and (name.endswith("weight") or name.endswith(".scale")):
                 value = torch.rand(shape, generator=generator) + 0.5
             elif vector:
                 value = torch.randn(shape, generator=generator) * 0.2

@@ -21,7 +21,7 @@ TRANSFORMERS_CONFIGS = {
     "resnet": transformers.ResNetConfig, "swin": transformers.SwinConfig, "convnext": transformers.ConvNextConfig,
     "convnextv2": transformers.ConvNextV2Config, "dinov3_convnext": transformers.DINOv3ConvNextConfig,
     "dinov2": transformers.Dinov2Config, "dinov2_with_registers": transformers.Dinov2WithRegistersConfig,
-    "dinov3_vit": transformers.DINOv3ViTConfig,
+    "dinov3_vit": transformers.DINOv3ViTConfig, "hgnet_v2": transformers.HGNetV2Config,
 }
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
@@ -32,6 +32,8 @@ _DINOV3_TIMM = {"vits16": "vit_small_patch16_dinov3_qkvb", "vits16plus": "vit_sm
 
 
 def timm_equivalent(name: str) -> str | None:
+    if name == "ustc-community/hgnet-v2":  # HGNetV2Config's defaults: B4
+        return "hgnetv2_b4"
     repo = name.removeprefix("facebook/")
     for prefix, template in (("convnext-", "convnext_{}"), ("convnextv2-", "convnextv2_{}"),
                              ("dinov3-convnext-", "convnext_{}"),
@@ -49,7 +51,7 @@ NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
 # The smallest checkpoint of each family, built in full (abstractly) and run.
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
-            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m"]
+            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m", "ustc-community/hgnet-v2"]
 # What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
 # layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
 # position resampling).
@@ -135,6 +137,11 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
     if spec.family == "convnext":
         assert (config.depths, config.hidden_sizes, config.use_grn) == (list(spec.depths), list(spec.dims),
                                                                         spec.use_grn)
+    elif spec.family == "hgnet":
+        stage_fields = ("stage_in_channels", "stage_mid_channels", "stage_out_channels", "stage_num_blocks",
+                        "stage_downsample", "stage_light_block", "stage_kernel_size", "stage_numb_of_layers")
+        assert list(zip(*(getattr(config, field) for field in stage_fields))) == list(spec.stages)
+        assert (config.stem_channels[1:], config.use_learnable_affine_block) == (list(spec.stem_chs), spec.use_lab)
     else:
         ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
         assert {field: getattr(ours, field) for field in VIT_FIELDS} == {
