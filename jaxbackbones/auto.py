@@ -13,7 +13,7 @@ from pathlib import Path
 import jax.numpy as jnp
 from flax import nnx
 
-from . import checkpoint, hub, registry
+from . import checkpoint, heads, hub, registry
 from .configuration import PretrainedConfig
 from .convert.rules import Table, export_state_dict
 from .initializers import build_with_random_weights
@@ -61,15 +61,44 @@ def _family(model_type: str | None, where: str) -> Family:
     if model_type not in FAMILIES:
         raise ValueError(
             f"{where} has model_type {model_type!r}, which jaxbackbones does not support; "
-            f"supported model types: {sorted(FAMILIES)}"
+            f"supported model types: {sorted(FAMILIES)}, and head checkpoints ({sorted(heads.HEADS)}) of those"
         )
     return FAMILIES[model_type]
 
 
 def _config_from_dict(config_dict: dict, where: str, **kwargs) -> PretrainedConfig:
-    family = _family(_model_type(config_dict), where)
+    """The backbone config a `config.json` dict states: its own, or a head checkpoint's backbone (`heads`), with the
+    head's BatchNorm freezing as a default that `kwargs` override."""
+    model_type = _model_type(config_dict)
+    if model_type in heads.HEADS:
+        config_dict, head = heads.backbone_config_dict(config_dict, where, hub.load_config_dict)
+        backbone_type = _model_type(config_dict)
+        if backbone_type not in FAMILIES:
+            raise ValueError(
+                f"{where} is a {model_type} checkpoint with a {backbone_type!r} backbone, which jaxbackbones does not "
+                f"support; supported backbone model types: {sorted(FAMILIES)}")
+        if head.freeze_batch_norm:
+            kwargs = {**_frozen_batch_norm(FAMILIES[backbone_type].config_class), **kwargs}
+        model_type = backbone_type
+    family = _family(model_type, where)
     hub_config = {key: value for key, value in config_dict.items() if key != checkpoint.NATIVE_KEY}
     return family.config_class.from_dict(hub_config, **kwargs)
+
+
+def _frozen_batch_norm(config_class: type[PretrainedConfig]) -> dict:
+    """The config field that freezes every BatchNorm (`jaxbackbones.training`), set; none for a family without one."""
+    for name in ("freeze_batch_norm", "freeze_batch_norm_2d"):
+        if name in config_class.training_defaults or name in config_class.defaults:
+            return {name: True}
+    return {}
+
+
+def _checkpoint_table(family: Family, config: PretrainedConfig, config_dict: dict) -> Table:
+    """The mapping table of a torch checkpoint with this `config.json`: the family's, read through the head's prefix
+    for a head checkpoint."""
+    table = family.table_for(config)
+    head = heads.HEADS.get(_model_type(config_dict))
+    return table if head is None else heads.backbone_table(table, head)
 
 
 class AutoConfig:
@@ -173,7 +202,7 @@ class AutoBackbone:
             table = checkpoint.NATIVE_TABLE
         else:
             files = hub.resolve_weight_files(name_or_path, revision=revision)
-            table = family.table_for(config)
+            table = _checkpoint_table(family, config, config_dict)
 
         def build():
             return family.backbone_class(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
