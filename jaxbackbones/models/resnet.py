@@ -10,7 +10,7 @@ from flax import nnx
 
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
-from ..layers import BatchNorm, avg_pool_ceil, checkpointed, conv2d, get_activation, max_pool
+from ..layers import BatchNorm, avg_pool_ceil, avg_pool_same_2x2, checkpointed, conv2d, get_activation, max_pool
 from ..training import configure as configure_training
 from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
 
@@ -92,13 +92,18 @@ class ResNetStem(nnx.Module):
 class ResNetShortcut(nnx.Module):
     """1x1 projection with BatchNorm, strided where the block downsamples.
 
-    With `avg_down` (timm's d/t variants) a strided shortcut first average-pools (stride x stride, ceil mode,
-    padding not counted) and then projects with stride 1.
+    With `avg_down` (timm's d/t variants, timm's `downsample_avg`) a strided shortcut first average-pools (stride x
+    stride, ceil mode, padding not counted) and then projects with stride 1. In a dilated stage (`dilation` > 1,
+    stride 1) the pool is timm's `AvgPool2dSame(2, 1)`: a 2x2 window at stride 1 over the input zero-padded by one
+    row and column at the bottom and right, the zeros counted (`avg_pool_same_2x2`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, avg_down: bool = False, dtype,
-                 param_dtype, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, avg_down: bool = False,
+                 dilation: int = 1, dtype, param_dtype, rngs: nnx.Rngs):
+        if stride != 1 and dilation != 1:
+            raise ValueError(f"a dilated shortcut has stride 1, got stride={stride} with dilation={dilation}")
         self.pool_stride = stride if avg_down and stride != 1 else 1
+        self.same_pool = avg_down and dilation > 1
         self.conv = conv2d(in_channels, out_channels, 1, stride=stride if self.pool_stride == 1 else 1, dtype=dtype,
                            param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_channels, dtype=dtype, param_dtype=param_dtype)
@@ -106,6 +111,8 @@ class ResNetShortcut(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.pool_stride != 1:
             x = avg_pool_ceil(x, self.pool_stride, self.pool_stride)
+        elif self.same_pool:
+            x = avg_pool_same_2x2(x)
         return self.bn(self.conv(x))
 
 
@@ -116,11 +123,16 @@ class ResNetBlock(nnx.Module):
     the 3x3 convolution, or on the first 1x1 with `stride_in_first_conv` (transformers'
     `downsample_in_bottleneck`). As in transformers, `activation` (`hidden_act`) applies after the residual
     sum only; the activations between the convolutions are always ReLU.
+
+    Dilation (timm's `output_stride` 8 / 16): the block's first 3x3 (a basic block's first, a bottleneck's only
+    one) has dilation `first_dilation` (the previous stage's, in a stage's first block), a basic block's second 3x3
+    has `dilation`, each padded by its dilation; the shortcut's pool follows `dilation` (see ResNetShortcut).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck: bool, stride: int, activation: str,
                  stride_in_first_conv: bool = False, mid_channels: int | None = None, groups: int = 1,
-                 avg_down: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
+                 avg_down: bool = False, dilation: int = 1, first_dilation: int | None = None, dtype, param_dtype,
+                 rngs: nnx.Rngs):
         # mid_channels and groups: the bottleneck's inner width and the 3x3's groups (ResNeXt, wide ResNets).
         if bottleneck:
             mid_channels = out_channels // 4 if mid_channels is None else mid_channels
@@ -128,21 +140,23 @@ class ResNetBlock(nnx.Module):
             widths = (mid_channels, mid_channels, out_channels)
             strides = (stride, 1, 1) if stride_in_first_conv else (1, stride, 1)
             conv_groups = (1, groups, 1)
+            dilations = (1, first_dilation or dilation, 1)
         else:
             if groups != 1 or mid_channels not in (None, out_channels):
                 raise ValueError(f"a basic block has no grouped or widened convolution, got groups={groups}, "
                                  f"mid_channels={mid_channels} for {out_channels} channels")
             kernel_sizes, widths, strides, conv_groups = (3, 3), (out_channels, out_channels), (stride, 1), (1, 1)
+            dilations = (first_dilation or dilation, dilation)
         channels = (in_channels, *widths)
         self.convs = nnx.List([
             conv2d(channels[i], channels[i + 1], kernel_sizes[i], stride=strides[i], groups=conv_groups[i],
-                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                   dilation=dilations[i], dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for i in range(len(widths))
         ])
         self.bns = nnx.List([BatchNorm(width, dtype=dtype, param_dtype=param_dtype) for width in widths])
         if in_channels != out_channels or stride != 1:
-            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, avg_down=avg_down, dtype=dtype,
-                                           param_dtype=param_dtype, rngs=rngs)
+            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, avg_down=avg_down, dilation=dilation,
+                                           dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         else:
             self.shortcut = None
         self.act = get_activation(activation)
@@ -159,10 +173,13 @@ class ResNetBlock(nnx.Module):
 
 class ResNetStage(nnx.Module):
     """`depth` blocks; the first changes stride and channels. `block_options` (`mid_channels`, `groups`,
-    `avg_down`) go to every block (see ResNetBlock)."""
+    `avg_down`) go to every block (see ResNetBlock). A dilated stage (`dilation` > 1, stride 1) dilates every
+    block's 3x3 convolutions; its first block's first 3x3 has `first_dilation` (timm's `make_blocks`: the previous
+    stage's dilation), the later blocks' `dilation`."""
 
     def __init__(self, config: ResNetConfig, in_channels: int, out_channels: int, depth: int, stride: int, *,
-                 dtype, param_dtype, rngs: nnx.Rngs, **block_options):
+                 dilation: int = 1, first_dilation: int | None = None, dtype, param_dtype, rngs: nnx.Rngs,
+                 **block_options):
         bottleneck = config.layer_type == "bottleneck"
         self.blocks = nnx.List([
             ResNetBlock(
@@ -172,6 +189,8 @@ class ResNetStage(nnx.Module):
                 stride=stride if i == 0 else 1,
                 activation=config.hidden_act,
                 stride_in_first_conv=config.downsample_in_bottleneck,
+                dilation=dilation,
+                first_dilation=(first_dilation or dilation) if i == 0 else dilation,
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
