@@ -1,4 +1,13 @@
-"""ResNet: config, modules and backbone, feature-map for feature-map equal to transformers' ResNetBackbone."""
+"""ResNet: configs, modules and backbone, feature-map for feature-map equal to transformers' ResNetBackbone
+(transformers/models/resnet/modeling_resnet.py) and RTDetrResNetBackbone (models/rt_detr/modeling_rt_detr_resnet.py).
+
+RT-DETR's ResNet-vd (`RTDetrResNetConfig`, same fields as `ResNetConfig`) is this ResNet with two options the
+config class states (`deep_stem`, `rt_detr_shortcuts`): the deep stem (three 3x3 conv-BatchNorm-activation layers
+to `embedding_size // 2`, `embedding_size // 2`, `embedding_size`, the activation `hidden_act` in all three), and its
+shortcuts: a bottleneck's strided shortcut average-pools 2x2 (ceil mode) and projects at stride 1 (timm's
+`avg_down`); a basic stage's first block always projects, average-pooling first where it changes channels (at stride
+1 and the same width it is a plain 1x1 projection, at stride 2 and the same width a strided one).
+"""
 
 from __future__ import annotations
 
@@ -51,6 +60,45 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         verify_training_fields(self)
+        self.verify_layout()
+
+    # The layout options of the config class (not config.json fields): transformers' ResNet has neither.
+    deep_stem: ClassVar[bool] = False
+    rt_detr_shortcuts: ClassVar[bool] = False
+
+    @property
+    def deep_stem_widths(self) -> tuple[int, int] | None:
+        """The widths of the deep stem's first two convolutions (None: a 7x7 stem)."""
+        return (self.embedding_size // 2,) * 2 if self.deep_stem else None
+
+    def verify_layout(self) -> None:
+        """Extra checks of a layout's options (none for transformers' ResNet)."""
+
+
+class RTDetrResNetConfig(ResNetConfig):
+    """transformers' RTDetrResNetConfig (`model_type` "rt_detr_resnet"): the fields, defaults (R50-vd) and
+    `config.json` of `ResNetConfig`, for RT-DETR's ResNet-vd: deep stem, average-pool shortcuts (module docstring).
+    Stages are `stem` (after the max-pool, stride 4) and `stage1`... (RT-DETR takes `out_indices` [2, 3, 4]).
+
+    A basic stage that changes channels must downsample: transformers' basic layer average-pools such a shortcut
+    (halving it) whatever the stride, so at stride 1 its sum does not fit (torch fails in the forward pass).
+    """
+
+    model_type = "rt_detr_resnet"
+    deep_stem: ClassVar[bool] = True
+    rt_detr_shortcuts: ClassVar[bool] = True
+
+    def verify_layout(self) -> None:
+        if self.layer_type != "basic":
+            return
+        in_channels = [self.embedding_size, *self.hidden_sizes[:-1]]
+        for index, (width_in, width_out) in enumerate(zip(in_channels, self.hidden_sizes)):
+            stride = 2 if index > 0 or self.downsample_in_first_stage else 1
+            if width_in != width_out and stride == 1:
+                raise ValueError(
+                    f"stage{index + 1} of a basic RT-DETR ResNet changes channels ({width_in} -> {width_out}) at "
+                    "stride 1: RTDetrResNetBasicLayer average-pools (halves) that shortcut, so the residual sum does "
+                    "not fit; use embedding_size == hidden_sizes[0] or downsample_in_first_stage=True")
 
 
 class ResNetStem(nnx.Module):
@@ -119,7 +167,8 @@ class ResNetShortcut(nnx.Module):
 class ResNetBlock(nnx.Module):
     """A residual block: two 3x3 convolutions (basic) or 1x1-3x3-1x1 (bottleneck), each with BatchNorm.
 
-    The shortcut is projected when the block changes channels or stride. In a bottleneck the stride sits on
+    The shortcut is projected when the block changes channels or stride (always with `project_shortcut`, the first
+    block of an RT-DETR basic stage). In a bottleneck the stride sits on
     the 3x3 convolution, or on the first 1x1 with `stride_in_first_conv` (transformers'
     `downsample_in_bottleneck`). As in transformers, `activation` (`hidden_act`) applies after the residual
     sum only; the activations between the convolutions are always ReLU.
@@ -131,8 +180,8 @@ class ResNetBlock(nnx.Module):
 
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck: bool, stride: int, activation: str,
                  stride_in_first_conv: bool = False, mid_channels: int | None = None, groups: int = 1,
-                 avg_down: bool = False, dilation: int = 1, first_dilation: int | None = None, dtype, param_dtype,
-                 rngs: nnx.Rngs):
+                 avg_down: bool = False, dilation: int = 1, first_dilation: int | None = None,
+                 project_shortcut: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
         # mid_channels and groups: the bottleneck's inner width and the 3x3's groups (ResNeXt, wide ResNets).
         if bottleneck:
             mid_channels = out_channels // 4 if mid_channels is None else mid_channels
@@ -154,7 +203,7 @@ class ResNetBlock(nnx.Module):
             for i in range(len(widths))
         ])
         self.bns = nnx.List([BatchNorm(width, dtype=dtype, param_dtype=param_dtype) for width in widths])
-        if in_channels != out_channels or stride != 1:
+        if in_channels != out_channels or stride != 1 or project_shortcut:
             self.shortcut = ResNetShortcut(in_channels, out_channels, stride, avg_down=avg_down, dilation=dilation,
                                            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         else:
@@ -181,6 +230,10 @@ class ResNetStage(nnx.Module):
                  dilation: int = 1, first_dilation: int | None = None, dtype, param_dtype, rngs: nnx.Rngs,
                  **block_options):
         bottleneck = config.layer_type == "bottleneck"
+        project_first = False
+        if config.rt_detr_shortcuts:  # see the module docstring
+            block_options["avg_down"] = bottleneck or in_channels != out_channels
+            project_first = not bottleneck
         self.blocks = nnx.List([
             ResNetBlock(
                 in_channels if i == 0 else out_channels,
@@ -191,6 +244,7 @@ class ResNetStage(nnx.Module):
                 stride_in_first_conv=config.downsample_in_bottleneck,
                 dilation=dilation,
                 first_dilation=(first_dilation or dilation) if i == 0 else dilation,
+                project_shortcut=project_first and i == 0,
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
@@ -207,7 +261,7 @@ class ResNetStage(nnx.Module):
 
 
 class ResNetBackbone(BackboneModuleMixin, nnx.Module):
-    """ResNet feature extractor with transformers' ResNetBackbone semantics, in Flax NNX.
+    """ResNet feature extractor with transformers' ResNetBackbone (and RTDetrResNetBackbone) semantics, in Flax NNX.
 
     Args:
         config: the architecture and the selected stages (`out_features` / `out_indices`).
@@ -230,7 +284,8 @@ class ResNetBackbone(BackboneModuleMixin, nnx.Module):
         self.num_features = (config.embedding_size, *config.hidden_sizes)
         first_stride = 2 if config.downsample_in_first_stage else 1
         self.reductions = (4, *(4 * first_stride * 2**i for i in range(len(config.depths))))
-        self.stem = ResNetStem(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.stem = ResNetStem(config, deep_widths=config.deep_stem_widths, dtype=dtype, param_dtype=param_dtype,
+                               rngs=rngs)
         in_channels = [config.embedding_size, *config.hidden_sizes[:-1]]
         self.stages = nnx.List([
             ResNetStage(config, in_channels[i], config.hidden_sizes[i], config.depths[i],
