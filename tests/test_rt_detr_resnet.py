@@ -201,6 +201,9 @@ def test_frozen_batch_norm_in_train_mode_is_rt_detr_s(tmp_path):
     paths = [".".join(map(str, path)) for path, _ in nnx.to_flat_state(grads)]
     assert paths and all(path.endswith("kernel") for path in paths), [p for p in paths if not p.endswith("kernel")]
     assert all(float(jnp.abs(g[...]).max()) > 0 for _, g in nnx.to_flat_state(grads))
+    every = nnx.grad(loss)(model)  # without the filter too, the frozen affine parameters get no gradient
+    for path, grad in nnx.to_flat_state(every):
+        assert (float(jnp.abs(grad[...]).max()) == 0) == (path[-1] in ("scale", "bias")), path
 
     model = AutoBackbone.from_pretrained(repo)  # unfrozen, train mode: batch statistics, as torch's BatchNorm2d
     model.train()
