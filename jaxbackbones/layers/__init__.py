@@ -17,6 +17,6 @@ from .residual import DropPath, LayerScale, checkpointed, drop_path_rates
 __all__ = [
     "ACTIVATIONS", "Attention", "BatchNorm", "DropPath", "GlobalResponseNorm", "LayerNorm", "LayerScale", "Mlp",
     "RotaryPositions", "apply_rotary", "avg_pool_ceil", "avg_pool_same_2x2", "bicubic_resize_matrix", "checkpointed",
-    "conv2d", "conv_general_dilated", "depthwise_conv_shifted", "dot_product_attention", "drop_path_rates", "fusion_fence",
-    "get_activation", "layer_norm", "max_pool", "resize_bicubic", "rewrites", "rope_patch_coordinates",
+    "conv2d", "conv_general_dilated", "depthwise_conv_shifted", "dot_product_attention", "drop_path_rates",
+    "fusion_fence", "get_activation", "layer_norm", "max_pool", "resize_bicubic", "rewrites", "rope_patch_coordinates",
 ]

@@ -45,6 +45,9 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
     derived_keys = ("model_type", "stage_names")
     # jaxbackbones' fine-tuning switches (see jaxbackbones.training); in config.json only when set.
     training_defaults: ClassVar[dict] = {**TRAINING_DEFAULTS, "freeze_batch_norm": False}
+    # Layout options of the config class, not config.json fields (transformers' ResNet has neither; RT-DETR's both).
+    deep_stem: ClassVar[bool] = False
+    rt_detr_shortcuts: ClassVar[bool] = False
 
     def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -61,10 +64,6 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         verify_training_fields(self)
         self.verify_layout()
-
-    # The layout options of the config class (not config.json fields): transformers' ResNet has neither.
-    deep_stem: ClassVar[bool] = False
-    rt_detr_shortcuts: ClassVar[bool] = False
 
     @property
     def deep_stem_widths(self) -> tuple[int, int] | None:
