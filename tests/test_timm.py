@@ -159,6 +159,37 @@ def test_dilated_resnet_parity(checkpoints, name, repo, model_args, output_strid
     assert model.config.to_timm_dict()["model_args"]["output_stride"] == effective
 
 
+@pytest.mark.parametrize("name", ["resnet50d", "resnet26t", "resnext101_32x4d", "resnet34"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_dilated_resnet_geometry_is_timm_s(name, output_stride):
+    """Every convolution's stride, dilation and padding, and every shortcut's pool, as timm builds them."""
+    from timm.layers import AvgPool2dSame
+
+    from jaxbackbones.convert import timm_resnet
+
+    reference = timm.create_model(name, features_only=True, output_stride=output_stride, device="meta")
+    config = TimmBackboneConfig(backbone=name, output_stride=output_stride, out_indices=[0, 1, 2, 3, 4])
+    ours = _abstract(config)
+    assert list(ours.reductions) == reference.feature_info.reduction()
+    table = timm_resnet.table_for(config)
+    convolutions = 0
+    for module_name, module in reference.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            path = next(p for rule in table.rules if (p := rule.to_flax_path(f"{module_name}.weight")))
+            conv = ours
+            for part in path.split(".")[:-1]:
+                conv = conv[int(part)] if part.isdigit() else getattr(conv, part)
+            assert (conv.strides, conv.kernel_dilation, conv.padding) == (
+                module.stride, module.dilation, tuple((p, p) for p in module.padding)), module_name
+            convolutions += 1
+        elif module_name.endswith(".downsample"):
+            block = ours.stages[int(module_name.split(".")[0].removeprefix("layer")) - 1].blocks[0]
+            pools = [type(m) for m in module if isinstance(m, torch.nn.AvgPool2d)]
+            assert block.shortcut.same_pool == (pools == [AvgPool2dSame]), module_name
+            assert (block.shortcut.pool_stride != 1) == (pools == [torch.nn.AvgPool2d]), module_name
+    assert convolutions > 20
+
+
 def test_window12_384_parity(checkpoints):
     """Window 12 at 384 (swin_base_patch4_window12_384's layout, fewer and narrower blocks); the last stage's 12x12
     map fits one window, so timm, and we, do not shift it."""
