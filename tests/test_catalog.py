@@ -22,6 +22,7 @@ TRANSFORMERS_CONFIGS = {
     "convnextv2": transformers.ConvNextV2Config, "dinov3_convnext": transformers.DINOv3ConvNextConfig,
     "dinov2": transformers.Dinov2Config, "dinov2_with_registers": transformers.Dinov2WithRegistersConfig,
     "dinov3_vit": transformers.DINOv3ViTConfig, "hgnet_v2": transformers.HGNetV2Config,
+    "rt_detr_resnet": transformers.RTDetrResNetConfig,
 }
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
@@ -47,11 +48,12 @@ def timm_equivalent(name: str) -> str | None:
 
 
 NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
-                      if known.model_type not in ("resnet", "swin"))
+                      if known.model_type not in ("resnet", "swin", "rt_detr_resnet"))
 # The smallest checkpoint of each family, built in full (abstractly) and run.
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
-            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m", "ustc-community/hgnet-v2"]
+            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m",
+            "ustc-community/hgnet-v2", "PekingU/rtdetr_r18vd"]
 # What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
 # layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
 # position resampling).
@@ -148,6 +150,16 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
             field: getattr(spec.layout(), field) for field in VIT_FIELDS}
     # the stem of transformers' layout is timm's first stage (ConvNeXt) or the tokens before the first block (ViT)
     assert [stage[1:] for stage in stages[1:]] == list(zip(spec.num_features, spec.reductions))
+
+
+@pytest.mark.parametrize("name", sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
+                                         if known.model_type == "rt_detr_resnet"))
+def test_rt_detr_rows_have_the_stages_of_timm_s_resnet_d(name):
+    """RT-DETR's ResNet-vd is PaddleClas' ResNet-vd, timm's resnet{18,34,50,101}d: the same widths and strides."""
+    spec = TimmBackboneConfig(f"resnet{name.removeprefix('PekingU/rtdetr_r').removesuffix('vd')}d").timm_spec
+    config = catalog.offline_config(name)
+    assert config.depths == list(spec.layers)
+    assert [stage[1:] for stage in catalog.stages(config)[1:]] == list(zip(spec.num_features, spec.reductions))[1:]
 
 
 @pytest.mark.parametrize("name", SMALLEST)
