@@ -16,6 +16,7 @@ from .image_processing import (
     ViTImageProcessor,
 )
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
+from .models.pvt_v2 import PvtV2Backbone, PvtV2Config, SegformerConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -50,6 +51,9 @@ __all__ = [
     "Dinov2WithRegistersConfig",
     "FPN",
     "PretrainedConfig",
+    "PvtV2Backbone",
+    "PvtV2Config",
+    "SegformerConfig",
     "load_backbone",
     "sharding",
     "trainable_filter",
