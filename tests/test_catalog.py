@@ -21,7 +21,8 @@ TRANSFORMERS_CONFIGS = {
     "resnet": transformers.ResNetConfig, "swin": transformers.SwinConfig, "convnext": transformers.ConvNextConfig,
     "convnextv2": transformers.ConvNextV2Config, "dinov3_convnext": transformers.DINOv3ConvNextConfig,
     "dinov2": transformers.Dinov2Config, "dinov2_with_registers": transformers.Dinov2WithRegistersConfig,
-    "dinov3_vit": transformers.DINOv3ViTConfig,
+    "dinov3_vit": transformers.DINOv3ViTConfig, "segformer": transformers.SegformerConfig,
+    "pvt_v2": transformers.PvtV2Config,
 }
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
@@ -41,6 +42,8 @@ def timm_equivalent(name: str) -> str | None:
             return template.format(repo.removeprefix(prefix).split("-")[0])
     if repo.startswith("dinov3-vit"):
         return _DINOV3_TIMM[repo.removeprefix("dinov3-").split("-")[0]]
+    if name.startswith(("nvidia/mit-", "OpenGVLab/pvt_v2_")):  # MiT has PVTv2's shape (its MLP ratios aside)
+        return "pvt_v2_" + name.replace("-", "_").split("_")[-1]
     return None
 
 
@@ -49,7 +52,8 @@ NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
 # The smallest checkpoint of each family, built in full (abstractly) and run.
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
-            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m"]
+            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m", "nvidia/mit-b0",
+            "OpenGVLab/pvt_v2_b0"]
 # What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
 # layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
 # position resampling).
@@ -135,6 +139,11 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
     if spec.family == "convnext":
         assert (config.depths, config.hidden_sizes, config.use_grn) == (list(spec.depths), list(spec.dims),
                                                                         spec.use_grn)
+    elif spec.family == "pvt_v2":
+        assert (config.depths, config.hidden_sizes, config.num_attention_heads, config.sr_ratios) == (
+            list(spec.depths), list(spec.embed_dims), list(spec.num_heads), list(spec.sr_ratios))
+        if config.model_type == "pvt_v2":
+            assert config.mlp_ratios == list(spec.mlp_ratios)
     else:
         ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
         assert {field: getattr(ours, field) for field in VIT_FIELDS} == {

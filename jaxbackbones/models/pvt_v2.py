@@ -122,7 +122,7 @@ class PvtV2Config(_MixTransformerConfigBase):
     """transformers' PvtV2Config: same fields, defaults (OpenGVLab/pvt_v2_b0) and `config.json`.
 
     Stage k has `hidden_sizes[k-1]` channels at stride `strides[0] * ... * strides[k-1]` (4, 8, 16, 32).
-    `image_size` is kept as written (transformers turns an int into a pair); the backbone takes any size.
+    An int `image_size` becomes [size, size], as transformers writes it; the backbone takes any input size.
     """
 
     model_type = "pvt_v2"
@@ -146,6 +146,11 @@ class PvtV2Config(_MixTransformerConfigBase):
         "qkv_bias": True,
         "linear_attention": False,
     }
+
+    def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
+        super().__init__(out_features=out_features, out_indices=out_indices, **kwargs)
+        size = self.image_size
+        self.image_size = [int(size), int(size)] if isinstance(size, (int, float)) else list(size)
 
 
 class SegformerConfig(_MixTransformerConfigBase):
