@@ -414,3 +414,51 @@ def test_frozen_stages_stay_put_while_the_rest_trains():
     assert losses[-1] < losses[0], losses
     for path, variable in flat_state(model).items():
         assert np.array_equal(before[path], variable[...]) == path.startswith("stages.0."), path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# timm's layout: features_only parity through the hub cache, transformers' TimmBackbone names, export
+
+
+TIMM_SMALL = {"pvt_v2_b0": dict(depths=(1, 2, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4)),
+              "pvt_v2_b2_li": dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4))}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_SMALL))
+def test_timm_features_only_parity_and_export(name, tmp_path, hub_cache):
+    import timm
+    from safetensors.numpy import load_file
+    from timm.models._hub import save_for_hf
+
+    features = randomize_torch_module(timm.create_model(name, features_only=True, **TIMM_SMALL[name]).eval(), seed=14)
+    full = timm.create_model(name, num_classes=5, **TIMM_SMALL[name]).eval()
+    missing, unexpected = full.load_state_dict({key.replace("stages_", "stages.", 1): value
+                                                for key, value in features.state_dict().items()}, strict=False)
+    assert sorted(missing) == ["head.bias", "head.weight"] and not unexpected
+    save_for_hf(full, tmp_path / "timm", safe_serialization=True)
+    repo = f"timm/{name}.in1k"
+    write_to_hub_cache(tmp_path / "timm", repo)
+    model, report = AutoBackbone.from_pretrained(repo, out_indices=[0, 1, 2, 3], output_loading_info=True)
+    assert report.ok and sorted(report.ignored) == ["head.bias", "head.weight"]
+    assert model.stage_names == [info["module"] for info in features.feature_info.get_dicts()]
+    x = pixels(2, 67, 45, seed=14)
+    with torch.no_grad():
+        expected = [nhwc(f.numpy()) for f in features(torch.from_numpy(x))]
+    errors = check_all(expected, forward_features(model, nhwc(x)), model.stage_names, "feature map")
+    print(f"\ntimm {name} 67x45: worst relative error {max(errors):.2e}")
+
+    # transformers' TimmBackbone names (`_backbone.stages_0...`) read the same
+    flat = {f"_backbone.{key}": value for key, value in state_dict_numpy(features).items()}
+    converted, again = load_converted(lambda: type(model)(model.config, rngs=nnx.Rngs(0)), flat,
+                                      FAMILIES["timm_backbone"].table_for(model.config))
+    assert again.ok and not again.ignored
+    # export: timm's full state dict, the head a zero placeholder, everything else bit for bit
+    model.save_pretrained(tmp_path / "native")
+    export_pretrained(tmp_path / "native", tmp_path / "torch")
+    original, exported = load_file(tmp_path / "timm" / "model.safetensors"), load_file(tmp_path / "torch" /
+                                                                                      "model.safetensors")
+    assert original.keys() == exported.keys()
+    assert all(np.array_equal(original[key], exported[key]) for key in original if not key.startswith("head."))
+    assert not np.any(exported["head.weight"])
+    timm.create_model(name, num_classes=5, **TIMM_SMALL[name]).load_state_dict(
+        {key: torch.from_numpy(value) for key, value in exported.items()})  # strict

@@ -1,7 +1,8 @@
-"""PVTv2 (OpenGVLab/pvt_v2_b*) and SegFormer's Mix Transformer encoders (nvidia/mit-b*): one implementation
-(`models/pvt_v2.py`, `convert/hf_pvt_v2.py`, `convert/hf_segformer.py`, tests/test_pvt_v2.py)."""
+"""PVTv2 (OpenGVLab/pvt_v2_b*), SegFormer's Mix Transformer encoders (nvidia/mit-b*) and timm's PVTv2s: one
+implementation (`models/pvt_v2.py`, `models/timm/pvt_v2.py`, `convert/hf_pvt_v2.py`, `convert/hf_segformer.py`,
+`convert/timm_pvt_v2.py`, tests/test_pvt_v2.py)."""
 
-from ..registry import Family, KnownCheckpoint, ModelType
+from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
 from .preprocessing import IMAGENET
 
 # nvidia/mit-b*: SegformerFeatureExtractor(size 512, bilinear, ImageNet mean and std), as
@@ -52,6 +53,8 @@ FAMILY = Family(
                                "SegformerModel"),
         "pvt_v2": ModelType("models.pvt_v2:PvtV2Config", _MODULE, "convert.hf_pvt_v2:TABLE", "PvtV2Backbone"),
     },
+    timm={"pvt_v2": TimmLayout("models.timm.pvt_v2:PvtV2Spec", "models.timm.pvt_v2:ARCHITECTURES",
+                               "convert.timm_pvt_v2:table_for")},
     checkpoints=CHECKPOINTS,
     examples={
         # spatial reduction in the first stage, none in the second; drop path; the last stage as tokens
@@ -62,6 +65,11 @@ FAMILY = Family(
         "pvt_v2": dict(model_type="pvt_v2", num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[8, 16],
                        num_attention_heads=[1, 2], sr_ratios=[2, 1], patch_sizes=[7, 3], strides=[4, 2],
                        mlp_ratios=[2, 2], linear_attention=True, qkv_bias=False, out_indices=[0, 1]),
+        # timm's layout: its epsilons, the first stage's patch embedding outside the stages
+        "timm_pvt_v2": dict(model_type="timm_backbone", backbone="pvt_v2_b0", out_indices=[0, 1, 2, 3],
+                            model_args={"depths": [1, 0, 1, 0], "embed_dims": [8, 16, 16, 24],
+                                        "num_heads": [1, 2, 2, 3], "mlp_ratios": [2, 2, 2, 2],
+                                        "drop_path_rate": 0.1}),
     },
     benchmarks={
         # timm has no MiT: its PVTv2-b2 with MiT's MLP ratios is the same computation (LayerNorm eps aside).
