@@ -462,3 +462,42 @@ def test_timm_features_only_parity_and_export(name, tmp_path, hub_cache):
     assert not np.any(exported["head.weight"])
     timm.create_model(name, num_classes=5, **TIMM_SMALL[name]).load_state_dict(
         {key: torch.from_numpy(value) for key, value in exported.items()})  # strict
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Preprocessing: SegformerImageProcessor and PvtImageProcessor against transformers' PIL backend, bit for bit
+
+
+@pytest.mark.parametrize("options", [{}, {"size": 96}, {"size": {"height": 64, "width": 100}, "resample": 3},
+                                     {"do_normalize": False, "do_reduce_labels": True}])
+@pytest.mark.parametrize("kind", ["Segformer", "Pvt"])
+def test_image_processors_match_transformers(kind, options):
+    from test_image_processing import hf_pixels, random_images
+
+    from jaxbackbones import image_processing
+
+    if kind == "Pvt":
+        options = {key: value for key, value in options.items() if key != "do_reduce_labels"}
+    theirs = getattr(transformers, f"{kind}ImageProcessorPil")(**options)
+    ours = getattr(image_processing, f"{kind}ImageProcessor")(**options)
+    images = random_images([(97, 311), (480, 640), (5, 7), (512, 512)], seed=15)
+    reference = hf_pixels(theirs, images)
+    for data_format, expected in (("channels_first", reference), ("channels_last", reference.transpose(0, 2, 3, 1))):
+        got = ours(images, data_format=data_format).pixel_values
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("repo", ["nvidia/mit-b0", "OpenGVLab/pvt_v2_b0"])
+def test_catalog_preprocessing_reads_as_transformers_does(repo, tmp_path):
+    from test_image_processing import hf_pixels, random_images
+
+    from jaxbackbones import catalog, image_processing
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(catalog.KNOWN_CHECKPOINTS[repo].preprocessing))
+    ours = image_processing.AutoImageProcessor.from_pretrained(tmp_path)
+    theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    expected = "SegformerImageProcessor" if repo.startswith("nvidia") else "PvtImageProcessor"
+    assert type(ours).__name__ == expected and type(theirs).__name__ == f"{expected}Pil"
+    images = random_images([(97, 311), (480, 640)], seed=16)
+    np.testing.assert_array_equal(ours(images, data_format="channels_first").pixel_values, hf_pixels(theirs, images))
