@@ -501,3 +501,17 @@ def test_catalog_preprocessing_reads_as_transformers_does(repo, tmp_path):
     assert type(ours).__name__ == expected and type(theirs).__name__ == f"{expected}Pil"
     images = random_images([(97, 311), (480, 640)], seed=16)
     np.testing.assert_array_equal(ours(images, data_format="channels_first").pixel_values, hf_pixels(theirs, images))
+
+
+def test_cli_convert_verify_for_a_family_without_a_transformers_backbone(tmp_path, hub_cache, capsys):
+    """`jaxbackbones convert --verify` compares a SegFormer with SegformerModel's hidden states."""
+    from jaxbackbones import cli
+
+    one_stage = dict(depths=[1], hidden_sizes=[8], num_attention_heads=[1], sr_ratios=[2], patch_sizes=[7], strides=[4],
+                     mlp_ratios=[2], num_encoder_blocks=1, num_labels=2)  # verify runs ours op by op: keep it small
+    source = torch_model("segformer", one_stage, seed=17, cls_index=2)
+    save_to_hub(source, tmp_path, "test-org/cli-segformer")
+    assert cli.main(["convert", "test-org/cli-segformer", str(tmp_path / "flax"), "--verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "OK: worst relative difference" in printed
+    assert any(line.startswith("stage1 ") and "(2, 8, 56, 56)" in line for line in printed.splitlines())
