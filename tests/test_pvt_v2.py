@@ -1,5 +1,5 @@
-"""PVTv2 and SegFormer's Mix Transformer: configs, conversion and feature-map parity with transformers' PvtV2Backbone and
-SegformerModel at odd, non-square sizes (full-size MiT-b0 and PVTv2-b0 through the hub cache), the linear variant's
+"""PVTv2 and SegFormer's Mix Transformer: configs, conversion and feature-map parity with transformers' PvtV2Backbone
+and SegformerModel at odd, non-square sizes (full-size MiT-b0 and PVTv2-b0 through the hub cache), the linear variant's
 adaptive pooling, export, errors, and training (gradients and SGD steps against torch, drop path, remat, frozen
 stages)."""
 
@@ -192,7 +192,8 @@ def test_small_parity(name):
     if kwargs.get("reshape_last_stage") is False:  # the last stage as transformers returns it: tokens
         assert out.feature_maps[-1].shape == (2, 6 * 4, 24)  # 67x45 -> 23x15 -> 12x8 -> 6x4
     if kwargs.get("linear_attention"):
-        assert model.stages[0].blocks[0].attn.sr.kernel.shape == (1, 1, 8, 8) and model.stages[0].blocks[0].mlp.extra_relu
+        block = model.stages[0].blocks[0]
+        assert block.attn.sr.kernel.shape == (1, 1, 8, 8) and block.mlp.extra_relu
     print(f"\n{name} 67x45: worst relative error {max(errors):.2e}")
 
 
@@ -515,3 +516,25 @@ def test_cli_convert_verify_for_a_family_without_a_transformers_backbone(tmp_pat
     printed = capsys.readouterr().out
     assert "OK: worst relative difference" in printed
     assert any(line.startswith("stage1 ") and "(2, 8, 56, 56)" in line for line in printed.splitlines())
+
+
+def test_segmentation_checkpoint_and_a_head_config(tmp_path, hub_cache):
+    """SegformerForSemanticSegmentation: the encoder loads, the decode head is ignored; a UperNet config carrying a
+    PVTv2 builds ours."""
+    from jaxbackbones import load_backbone
+
+    source = torch_model("segformer", {**SMALL["segformer"], "num_labels": 3}, seed=18, cls_index=2)
+    segmentation = randomize_torch_module(
+        transformers.SegformerForSemanticSegmentation(source.config).eval(), seed=18)
+    save_to_hub(segmentation, tmp_path, "test-org/segformer-ade")
+    model, report = AutoBackbone.from_pretrained("test-org/segformer-ade", out_indices=[0, 1, 2, 3],
+                                                 output_loading_info=True)
+    assert report.ok and report.ignored and all(key.startswith("decode_head.") for key in report.ignored)
+    x = pixels(1, 45, 67, seed=18)
+    expected, _ = torch_maps(segmentation.segformer, x)
+    check_all(expected, forward_features(model, nhwc(x)), model.stage_names, "feature map")
+
+    head = transformers.UperNetConfig(backbone_config=transformers.PvtV2Config(
+        **SMALL["pvt_v2"], out_features=["stage2", "stage4"]))
+    built = nnx.eval_shape(lambda: load_backbone(head))
+    assert isinstance(built.config, PvtV2Config) and built.channels == [16, 32]

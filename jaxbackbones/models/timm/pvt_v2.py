@@ -79,7 +79,8 @@ class PvtV2Spec(TimmSpec):
                           ("mlp_ratios", float)):
             if arg in args:  # timm's to_ntuple: a single value is every stage's
                 value = args[arg]
-                args[arg] = tuple(kind(v) for v in value) if isinstance(value, (list, tuple)) else (kind(value),) * stages
+                values = value if isinstance(value, (list, tuple)) else (value,) * stages
+                args[arg] = tuple(kind(v) for v in values)
         return args
 
     @property
