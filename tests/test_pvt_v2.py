@@ -55,6 +55,9 @@ SMALL = {
 _TWO = dict(depths=[1, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2], sr_ratios=[2, 1], patch_sizes=[7, 3],
             strides=[4, 2], mlp_ratios=[2, 2], num_encoder_blocks=2)
 TWO_STAGES = {"segformer": dict(_TWO, drop_path_rate=0.0), "pvt_v2": dict(_TWO, linear_attention=True)}
+# One stage of two blocks (stochastic depth's rate rises from 0 at the first): for the compile-bound train-mode tests.
+ONE_STAGE = dict(depths=[2], hidden_sizes=[8], num_attention_heads=[2], sr_ratios=[2], patch_sizes=[7], strides=[4],
+                 mlp_ratios=[2], num_encoder_blocks=1)
 GRAD_RTOL = 1e-4
 
 
@@ -369,11 +372,11 @@ def _step(model, optimizer, x):
 
 
 def test_drop_path_and_dropout_are_stochastic_in_train_mode_only_and_remat_keeps_gradients():
-    kwargs = {**TWO_STAGES["pvt_v2"], "drop_path_rate": 0.5, "hidden_dropout_prob": 0.1,
-              "attention_probs_dropout_prob": 0.1, "out_indices": [0, 1]}
+    # attention dropout (the explicit softmax path); hidden dropout is nnx.Dropout as well, and only slower to compile
+    kwargs = {**ONE_STAGE, "drop_path_rate": 0.5, "attention_probs_dropout_prob": 0.1, "linear_attention": True}
     config = PvtV2Config(**kwargs)
     model = AutoBackbone.from_config(config, rngs=nnx.Rngs(0))
-    assert "DropPath(1 layer, rate <= 0.5)" in model.random_layers()
+    assert sorted(model.random_layers()) == ["DropPath(1 layer, rate <= 0.5)", "Dropout(2 layers, rate <= 0.1)"]
     x = jnp.asarray(nhwc(pixels(4, 32, 32, seed=12)))
     run = nnx.jit(lambda m, x, rngs: m(x, rngs=rngs).feature_maps[-1])
     first, second = run(model, x, nnx.Rngs(dropout=1)), run(model, x, nnx.Rngs(dropout=2))
@@ -387,9 +390,8 @@ def test_drop_path_and_dropout_are_stochastic_in_train_mode_only_and_remat_keeps
     grads = []
     for remat in (False, True):
         # drop path only: XLA:CPU compiles the gradients through the dropout layers slowly (~15 s)
-        model = AutoBackbone.from_config(SegformerConfig(**{**TWO_STAGES["segformer"], "drop_path_rate": 0.5},
-                                                         out_indices=[0, 1], gradient_checkpointing=remat),
-                                         rngs=nnx.Rngs(0))
+        model = AutoBackbone.from_config(SegformerConfig(**ONE_STAGE, drop_path_rate=0.5,
+                                                         gradient_checkpointing=remat), rngs=nnx.Rngs(0))
         assert all(stage.gradient_checkpointing == remat for stage in model.stages)
         grads.append(nnx.to_flat_state(nnx.jit(nnx.grad(sum_of_squares))(model, x, nnx.Rngs(dropout=7))))
     for (path, a), (_, b) in zip(*grads, strict=True):
