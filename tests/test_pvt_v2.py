@@ -540,3 +540,19 @@ def test_segmentation_checkpoint_and_a_head_config(tmp_path, hub_cache):
         **SMALL["pvt_v2"], out_features=["stage2", "stage4"]))
     built = nnx.eval_shape(lambda: load_backbone(head))
     assert isinstance(built.config, PvtV2Config) and built.channels == [16, 32]
+
+
+def test_from_config_weights_are_the_eager_ones_and_torch_s_initialisation():
+    """`from_config`'s batched draws equal the module built directly, bit for bit; the initial weights follow
+    transformers' scheme (Linear normal(0.02), convolutions normal(sqrt(2 / fan_out)), norms 1 and 0)."""
+    from test_initializers import assert_bit_identical
+
+    config = SegformerConfig(**ONE_STAGE)  # eager construction compiles each new shape's draw: keep it small
+    model = AutoBackbone.from_config(config, rngs=nnx.Rngs(3))
+    assert_bit_identical(model, PvtV2Backbone(config, rngs=nnx.Rngs(3)))
+    wide = SegformerConfig(**{**ONE_STAGE, "hidden_sizes": [64], "sr_ratios": [8], "depths": [1]})
+    block = AutoBackbone.from_config(wide, rngs=nnx.Rngs(4)).stages[0].blocks[0]
+    assert abs(float(np.std(block.mlp.fc1.kernel[...])) - 0.02) < 1e-3
+    assert abs(float(np.std(block.attn.sr.kernel[...])) - np.sqrt(2 / (8 * 8 * 64))) < 2e-3
+    assert abs(float(np.std(block.mlp.dwconv.kernel[...])) - np.sqrt(2 / 9)) < 0.05
+    assert np.all(block.norm1.scale[...] == 1) and not np.any(block.attn.kv.bias[...])
