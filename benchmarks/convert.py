@@ -2,7 +2,7 @@
 
     python benchmarks/convert.py
 
-Writes transformers checkpoints of full-size ResNet-50, Swin-T and ConvNeXt-T (random weights, the hub's layout),
+Writes transformers checkpoints of full-size ResNet-50, Swin-T, ConvNeXt-T, MiT-b2 and PVTv2-b2 (random weights, the hub's layout),
 then, each in a fresh process: `AutoBackbone.from_pretrained(torch folder)` (read + convert + place on device) and
 `AutoBackbone.from_pretrained(native folder)`. Peak memory is the process's peak resident-memory growth over
 a baseline taken after JAX has started (the loaded model included), as a multiple of the checkpoint's size.
@@ -27,6 +27,10 @@ CHECKPOINTS = {
     "swin_tiny": ("SwinConfig", "SwinForImageClassification", {}),
     "convnext_tiny": ("ConvNextConfig", "ConvNextForImageClassification",
                       dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3])),
+    "mit_b2": ("SegformerConfig", "SegformerForImageClassification",
+               dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768)),
+    "pvt_v2_b2": ("PvtV2Config", "PvtV2ForImageClassification",
+                  dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3])),
 }
 
 

@@ -17,6 +17,7 @@ from .image_processing import (
 )
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.hgnet_v2 import HGNetV2Backbone, HGNetV2Config
+from .models.pvt_v2 import PvtV2Backbone, PvtV2Config, SegformerConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
@@ -53,6 +54,9 @@ __all__ = [
     "HGNetV2Backbone",
     "HGNetV2Config",
     "PretrainedConfig",
+    "PvtV2Backbone",
+    "PvtV2Config",
+    "SegformerConfig",
     "load_backbone",
     "sharding",
     "trainable_filter",

@@ -4,8 +4,9 @@ A backbone reads three config fields (written to `config.json` only when set; an
 `AutoBackbone.from_pretrained` / `from_config`'s config):
 
 - `freeze_batch_norm=True` (ResNet; timm's `freeze_batch_norm_2d` means the same): every BatchNorm always
-  normalises with its running statistics and never updates them, in train mode too, and its scale and bias are
-  left out of `trainable_filter(model)`. The usual setting for detection fine-tuning with small batches.
+  normalises with its running statistics and never updates them, in train mode too; its scale and bias get zero
+  gradients (as torch's FrozenBatchNorm2d buffers) and are left out of `trainable_filter(model)`. The usual setting
+  for detection fine-tuning with small batches (RT-DETR's `freeze_backbone_batch_norms`, detectron2's FrozenBN).
 - `freeze_stages=k`: the first `k` entries of `stage_names` are frozen (detectron2's `FREEZE_AT`): `1` freezes the
   stem, `2` the stem and stage1, ... A frozen stage is every parameter its feature map depends on that no
   unfrozen stage owns: for ResNet the stem / the stage's blocks; for Swin the patch embedding (and absolute

@@ -48,13 +48,15 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     channels = ours.config.num_channels
     height, width = getattr(ours.config, "input_size", (224, 224))
     pixels = np.random.default_rng(0).standard_normal((2, channels, height, width)).astype(np.float32)
+    # A family without a transformers backbone (SegFormer) is compared with its model's hidden states.
+    backbone = timm_source or _has_transformers_backbone(config.model_type)
     with torch.no_grad():
-        expected = reference(torch.from_numpy(pixels))
+        expected = reference(torch.from_numpy(pixels), **({} if backbone else {"output_hidden_states": True}))
     if timm_source:  # timm returns a list of maps, NHWC for its Swin
         nhwc = getattr(reference, "output_fmt", "NCHW") == "NHWC"
         expected = [m.permute(0, 3, 1, 2) if nhwc else m for m in expected]
     else:
-        expected = expected.feature_maps
+        expected = expected.feature_maps if backbone else expected.hidden_states
     expected = [m.float().numpy() for m in expected]
     # maps NHWC -> NCHW; token sequences (a ViT with reshape_hidden_states=False) stay (N, T, C), as the reference's
     actual = [np.asarray(m, dtype=np.float32) for m in ours(jnp.asarray(pixels.transpose(0, 2, 3, 1))).feature_maps]
@@ -78,8 +80,20 @@ def _transformers_reference(ours, source, revision, stages):
     # transformers' AutoBackbone asks the hub whether the repo exists, which fails offline: name the class instead.
     from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
-    backbone_class = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[ours.config.model_type])
+    model_type = ours.config.model_type
+    if not _has_transformers_backbone(model_type):  # the model class export writes for it (SegformerModel)
+        from .auto import FAMILIES
+
+        return getattr(transformers, FAMILIES[model_type].transformers_backbone).from_pretrained(
+            source, revision=revision).eval()
+    backbone_class = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[model_type])
     return backbone_class.from_pretrained(source, revision=revision, out_indices=stages).eval()
+
+
+def _has_transformers_backbone(model_type: str) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_BACKBONE_MAPPING_NAMES
 
 
 def _timm_reference(ours, source, weights, stages):

@@ -22,6 +22,8 @@ TRANSFORMERS_CONFIGS = {
     "convnextv2": transformers.ConvNextV2Config, "dinov3_convnext": transformers.DINOv3ConvNextConfig,
     "dinov2": transformers.Dinov2Config, "dinov2_with_registers": transformers.Dinov2WithRegistersConfig,
     "dinov3_vit": transformers.DINOv3ViTConfig, "hgnet_v2": transformers.HGNetV2Config,
+    "rt_detr_resnet": transformers.RTDetrResNetConfig,
+    "segformer": transformers.SegformerConfig, "pvt_v2": transformers.PvtV2Config,
 }
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
@@ -43,15 +45,18 @@ def timm_equivalent(name: str) -> str | None:
             return template.format(repo.removeprefix(prefix).split("-")[0])
     if repo.startswith("dinov3-vit"):
         return _DINOV3_TIMM[repo.removeprefix("dinov3-").split("-")[0]]
+    if name.startswith(("nvidia/mit-", "OpenGVLab/pvt_v2_")):  # MiT has PVTv2's shape (its MLP ratios aside)
+        return "pvt_v2_" + name.replace("-", "_").split("_")[-1]
     return None
 
 
 NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
-                      if known.model_type not in ("resnet", "swin"))
+                      if known.model_type not in ("resnet", "swin", "rt_detr_resnet"))
 # The smallest checkpoint of each family, built in full (abstractly) and run.
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
-            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m", "ustc-community/hgnet-v2"]
+            "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m",
+            "ustc-community/hgnet-v2", "PekingU/rtdetr_r18vd", "nvidia/mit-b0", "OpenGVLab/pvt_v2_b0"]
 # What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
 # layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
 # position resampling).
@@ -142,12 +147,29 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
                         "stage_downsample", "stage_light_block", "stage_kernel_size", "stage_numb_of_layers")
         assert list(zip(*(getattr(config, field) for field in stage_fields))) == list(spec.stages)
         assert (config.stem_channels[1:], config.use_learnable_affine_block) == (list(spec.stem_chs), spec.use_lab)
+    elif spec.family == "pvt_v2":
+        assert (config.depths, config.hidden_sizes, config.num_attention_heads, config.sr_ratios) == (
+            list(spec.depths), list(spec.embed_dims), list(spec.num_heads), list(spec.sr_ratios))
+        if config.model_type == "pvt_v2":
+            assert config.mlp_ratios == list(spec.mlp_ratios)
     else:
         ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
         assert {field: getattr(ours, field) for field in VIT_FIELDS} == {
             field: getattr(spec.layout(), field) for field in VIT_FIELDS}
-    # the stem of transformers' layout is timm's first stage (ConvNeXt) or the tokens before the first block (ViT)
-    assert [stage[1:] for stage in stages[1:]] == list(zip(spec.num_features, spec.reductions))
+    # the stem of transformers' layout is timm's first stage (ConvNeXt) or the tokens before the first block (ViT);
+    # PVTv2 and MiT have no stem
+    first = 0 if spec.family == "pvt_v2" else 1
+    assert [stage[1:] for stage in stages[first:]] == list(zip(spec.num_features, spec.reductions))
+
+
+@pytest.mark.parametrize("name", sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
+                                         if known.model_type == "rt_detr_resnet"))
+def test_rt_detr_rows_have_the_stages_of_timm_s_resnet_d(name):
+    """RT-DETR's ResNet-vd is PaddleClas' ResNet-vd, timm's resnet{18,34,50,101}d: the same widths and strides."""
+    spec = TimmBackboneConfig(f"resnet{name.removeprefix('PekingU/rtdetr_r').removesuffix('vd')}d").timm_spec
+    config = catalog.offline_config(name)
+    assert config.depths == list(spec.layers)
+    assert [stage[1:] for stage in catalog.stages(config)[1:]] == list(zip(spec.num_features, spec.reductions))[1:]
 
 
 @pytest.mark.parametrize("name", SMALLEST)

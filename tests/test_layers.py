@@ -84,3 +84,32 @@ def test_layer_norm_keeps_xla_cpu_fusions_apart():
         assert not ("reduce" in opcodes and opcodes & {"dot", "pad", "slice"}), opcodes
     if fusions:  # this XLA hands work to YNNPACK: the two products and the norm's statistics
         assert sum("dot" in opcodes for opcodes in fusions) == 2
+
+
+@pytest.mark.parametrize("rewrite", [True, False])
+@pytest.mark.parametrize("groups, dilation", [(1, 2), (8, 2), (8, 4), (1, 1)])
+def test_dilated_conv2d_matches_torch_with_or_without_the_cpu_rewrites(rewrite, groups, dilation):
+    """conv2d's dilation pads by dilation * (k - 1) // 2 as timm's get_padding; the CPU rewrites (forced on or off)
+    leave a dilated convolution a convolution, depthwise ones included."""
+    from flax import nnx
+
+    conv = layers.conv2d(8, 8, 3, dilation=dilation, groups=groups, dtype=jnp.float32, param_dtype=jnp.float32,
+                         rngs=nnx.Rngs(0))
+    x = np.random.default_rng(1).standard_normal((2, 13, 10, 8)).astype(np.float32)
+    kernel = np.asarray(conv.kernel[...])
+    reference = torch.nn.functional.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                           torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()), padding=dilation,
+                                           dilation=dilation, groups=groups).numpy().transpose(0, 2, 3, 1)
+    with layers.rewrites.override("conv_as_matmul", rewrite), layers.rewrites.override("depthwise_shifted_sum",
+                                                                                       rewrite):
+        with jax.default_matmul_precision("highest"):
+            assert_parity(reference, jax.jit(lambda x: conv(x))(x), name=f"dilation {dilation}")
+
+
+def test_avg_pool_same_2x2_matches_timm():
+    from timm.layers import AvgPool2dSame
+
+    x = np.random.default_rng(2).standard_normal((2, 4, 7, 10)).astype(np.float32)
+    reference = AvgPool2dSame(2, 1, ceil_mode=True, count_include_pad=False)(torch.from_numpy(x)).numpy()
+    assert_parity(reference.transpose(0, 2, 3, 1), layers.avg_pool_same_2x2(jnp.asarray(x.transpose(0, 2, 3, 1))),
+                  rtol=1e-6, name="AvgPool2dSame")

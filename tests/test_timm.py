@@ -124,6 +124,72 @@ def test_hub_checkpoint_parity(checkpoints, name, safe, size, out_indices):
     print(f"\n{name} {size}: worst relative error {max(errors):.2e}")
 
 
+SMALL_RESNET = dict(layers=(1, 2, 1, 1), channels=(8, 16, 24, 32))
+
+DILATED = [
+    # name, repo (None: a small one of its own), model_args of the checkpoint (save_for_hf records them, output_stride
+    # included), output_stride given to from_pretrained (None: the checkpoint's)
+    ("resnet18", None, dict(SMALL_RESNET), 8),
+    ("resnet18d", None, dict(SMALL_RESNET, stem_width=8, output_stride=16), None),
+    ("resnet50", "timm/resnet50", {}, 16),  # the full-size checkpoint of PARITY
+    ("resnet50d", "test-org/resnet50d-small", dict(SMALL_RESNET, stem_width=8), 8),  # small_resnet50d's
+    ("resnext50_32x4d", None, dict(SMALL_RESNET, cardinality=4, base_width=32, output_stride=16), 8),  # overridden
+]
+
+
+@pytest.mark.parametrize("name, repo, model_args, output_stride", DILATED)
+def test_dilated_resnet_parity(checkpoints, name, repo, model_args, output_stride):
+    """output_stride 8 / 16 (timm's dilated ResNets: stride-1 later stages, dilated 3x3s, first_dilation, the d
+    variants' AvgPool2dSame shortcut) against `timm.create_model(..., features_only=True, output_stride=...)`, at an
+    odd non-square size, through the hub cache; `from_pretrained(output_stride=...)` overrides the checkpoint's."""
+    seed = 4 if repo == "test-org/resnet50d-small" else 21
+    checkpoint = checkpoints(name, repo=repo or f"test-org/{name}-dilated", seed=seed, **model_args)
+    kwargs = {} if output_stride is None else {"output_stride": output_stride}
+    model = AutoBackbone.from_pretrained(checkpoint.repo, out_indices=[0, 1, 2, 3, 4], **kwargs)
+    effective = output_stride or model_args["output_stride"]
+    assert model.config.timm_spec.output_stride == effective
+    reference = timm.create_model(name, features_only=True, device="meta", **{**model_args, **kwargs})
+    assert list(model.reductions) == reference.feature_info.reduction() and max(model.reductions) == effective
+    assert model.channels == reference.feature_info.channels()
+    pixels = random_pixels((1, 3, 53, 71), seed=5)
+    outputs = forward_all(model, jnp.asarray(pixels.transpose(0, 2, 3, 1)))
+    errors = compare(checkpoint.features(pixels, range(5), **kwargs), outputs.feature_maps, f"{name} os{effective}")
+    assert outputs.feature_maps[-1].shape[1:3] == (-(-53 // effective), -(-71 // effective))
+    print(f"\n{name} output_stride={effective} 53x71: worst relative error {max(errors):.2e}")
+    assert model.config.to_timm_dict()["model_args"]["output_stride"] == effective
+
+
+@pytest.mark.parametrize("name", ["resnet50d", "resnet26t", "resnext101_32x4d", "resnet34"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_dilated_resnet_geometry_is_timm_s(name, output_stride):
+    """Every convolution's stride, dilation and padding, and every shortcut's pool, as timm builds them."""
+    from timm.layers import AvgPool2dSame
+
+    from jaxbackbones.convert import timm_resnet
+
+    reference = timm.create_model(name, features_only=True, output_stride=output_stride, device="meta")
+    config = TimmBackboneConfig(backbone=name, output_stride=output_stride, out_indices=[0, 1, 2, 3, 4])
+    ours = _abstract(config)
+    assert list(ours.reductions) == reference.feature_info.reduction()
+    table = timm_resnet.table_for(config)
+    convolutions = 0
+    for module_name, module in reference.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            path = next(p for rule in table.rules if (p := rule.to_flax_path(f"{module_name}.weight")))
+            conv = ours
+            for part in path.split(".")[:-1]:
+                conv = conv[int(part)] if part.isdigit() else getattr(conv, part)
+            assert (conv.strides, conv.kernel_dilation, conv.padding) == (
+                module.stride, module.dilation, tuple((p, p) for p in module.padding)), module_name
+            convolutions += 1
+        elif module_name.endswith(".downsample"):
+            block = ours.stages[int(module_name.split(".")[0].removeprefix("layer")) - 1].blocks[0]
+            pools = [type(m) for m in module if isinstance(m, torch.nn.AvgPool2d)]
+            assert block.shortcut.same_pool == (pools == [AvgPool2dSame]), module_name
+            assert (block.shortcut.pool_stride != 1) == (pools == [torch.nn.AvgPool2d]), module_name
+    assert convolutions > 20
+
+
 def test_window12_384_parity(checkpoints):
     """Window 12 at 384 (swin_base_patch4_window12_384's layout, fewer and narrower blocks); the last stage's 12x12
     map fits one window, so timm, and we, do not shift it."""
@@ -218,7 +284,7 @@ def _abstract(config):
 # What each family's timm model has beyond the backbone: the classifier, and the norm that feeds only it.
 CLASSIFIER_PREFIXES = {"resnet": ("fc.",), "swin": ("head.", "norm."), "convnext": ("head.", "norm_pre."),
                        "vit": ("head.", "norm.", "fc_norm."), "eva": ("head.", "norm.", "fc_norm."),
-                       "hgnet": ("head.",)}
+                       "hgnet": ("head.",), "pvt_v2": ("head.",)}
 
 
 @pytest.mark.parametrize("name", sorted(TIMM_ARCHITECTURES))
@@ -299,7 +365,12 @@ def test_from_config_random_weights():
         (dict(backbone="deit_base_patch16_224"), "timm architecture 'deit_base_patch16_224' is not supported; "
                                                 "jaxbackbones builds these timm architectures: .*resnet50.*swin_tiny"),
         (dict(), "no backbone is set; jaxbackbones builds these timm architectures"),
-        (dict(backbone="resnet50", output_stride=16), "output_stride=16 is not supported"),
+        (dict(backbone="resnet50", output_stride=4), "output_stride=4 is not supported: timm's ResNets take 8, 16"),
+        (dict(backbone="resnet18", model_args={"output_stride": 64}), "output_stride=64 is not supported"),
+        (dict(backbone="swin_tiny_patch4_window7_224", output_stride=16), "output_stride=16 is not supported for "
+                                                                          "timm family 'swin'"),
+        (dict(backbone="vit_base_patch16_224", model_args={"output_stride": 8}), "output_stride=8 is not supported"),
+        (dict(backbone="convnext_tiny", output_stride=16), "output_stride=16 is not supported"),
         (dict(backbone="resnet50", model_args={"drop_path_rate": 0.05}), "drop_path_rate=0.05 is not supported"),
         (dict(backbone="resnet50", model_args={"attn_layer": "se"}), r"model_args \['attn_layer'\] are not supported"),
         (dict(backbone="resnet50", features_only=False), "features_only must be True"),

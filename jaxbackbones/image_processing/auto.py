@@ -18,6 +18,8 @@ PROCESSOR_CLASSES: dict[str, str] = {
     "ViTImageProcessor": "hf_processors",
     "BitImageProcessor": "hf_processors",
     "DINOv3ViTImageProcessor": "hf_processors",
+    "SegformerImageProcessor": "segformer",
+    "PvtImageProcessor": "segformer",
 }
 
 

@@ -126,8 +126,16 @@ def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array, padding, out_dtype=N
 
 
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, padding: int | None = None,
-           groups: int = 1, use_bias: bool = False, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
-    """An NHWC convolution padded like torch: `kernel_size // 2` on every side unless `padding` is given."""
+           dilation: int = 1, groups: int = 1, use_bias: bool = False, dtype, param_dtype,
+           rngs: nnx.Rngs) -> nnx.Conv:
+    """An NHWC convolution padded like torch: `kernel_size // 2` on every side unless `padding` is given; a dilated
+    one (`dilation` > 1, torch's `dilation`, an odd kernel) by `dilation * (kernel_size - 1) // 2`, as timm's
+    `get_padding`. Dilated convolutions are never rewritten (`conv_general_dilated` keeps them as convolutions)."""
+    if dilation != 1 and padding is None:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"a dilated convolution needs an odd kernel_size to be padded symmetrically, got "
+                             f"{kernel_size} with dilation {dilation}")
+        padding = dilation * (kernel_size - 1) // 2
     pad = kernel_size // 2 if padding is None else padding
     return nnx.Conv(
         in_channels,
@@ -135,6 +143,7 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int
         kernel_size=(kernel_size, kernel_size),
         strides=(stride, stride),
         padding=((pad, pad), (pad, pad)),
+        kernel_dilation=(dilation, dilation),
         feature_group_count=groups,
         use_bias=use_bias,
         kernel_init=initializers.conv_kernel_init,  # torch's kaiming-normal (fan_out)
@@ -173,3 +182,14 @@ def avg_pool_ceil(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
                                  (1, stride, stride, 1), pad)
     counts = (count_h[:, None] * count_w[None, :]).astype(np.float32)[None, :, :, None]
     return (sums / counts).astype(x.dtype)
+
+
+def avg_pool_same_2x2(x: jax.Array) -> jax.Array:
+    """NHWC 2x2 average pool at stride 1 as timm's `AvgPool2dSame(2, 1, ceil_mode=True, count_include_pad=False)`
+    (the shortcut pool of a dilated ResNet-d stage, timm's `downsample_avg`): TF-"SAME" padding for a 2x2 window at
+    stride 1 is one zero row at the bottom and one zero column at the right (explicit here), added by `F.pad` before
+    the pool, so the pool counts the zeros: every output is the sum of its 2x2 window over 4, the last row and
+    column included. Output size = input size. Sums accumulate in float32."""
+    sums = jax.lax.reduce_window(x.astype(jnp.float32), 0.0, jax.lax.add, (1, 2, 2, 1), (1, 1, 1, 1),
+                                 ((0, 0), (0, 1), (0, 1), (0, 0)))
+    return (sums / 4.0).astype(x.dtype)

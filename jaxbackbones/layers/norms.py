@@ -59,8 +59,10 @@ class BatchNorm(nnx.Module):
     Train mode (`use_running_average=False`) normalises with the batch's biased variance and updates the
     running statistics with `momentum` and the unbiased variance, as torch does; eval mode uses the
     running statistics. `.train()` / `.eval()` switch the mode. Under `jax.jit` with a sharded batch the
-    means are taken over the global batch. A `frozen` BatchNorm (detection-style fine-tuning) always uses its
-    running statistics and never updates them, whatever the mode.
+    means are taken over the global batch. A `frozen` BatchNorm (detection-style fine-tuning, torch's
+    FrozenBatchNorm2d as timm's `freeze_batch_norm_2d` and RT-DETR's `RTDetrFrozenBatchNorm2d` install it) always
+    uses its running statistics and never updates them, whatever the mode, and its scale and bias get zero gradients
+    (`training.trainable_filter` also leaves them out, so that no optimizer, weight decay included, touches them).
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
@@ -88,8 +90,11 @@ class BatchNorm(nnx.Module):
             unbiased_var = var * (count / max(count - 1, 1))
             self.mean[...] = (1 - self.momentum) * self.mean[...] + self.momentum * mean
             self.var[...] = (1 - self.momentum) * self.var[...] + self.momentum * unbiased_var
-        scale = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
-        return ((x32 - mean) * scale + self.bias[...].astype(jnp.float32)).astype(self.dtype)
+        weight, bias = self.scale[...], self.bias[...]
+        if self.frozen:  # torch's FrozenBatchNorm2d holds them as buffers: no gradient reaches them
+            weight, bias = jax.lax.stop_gradient(weight), jax.lax.stop_gradient(bias)
+        scale = weight.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+        return ((x32 - mean) * scale + bias.astype(jnp.float32)).astype(self.dtype)
 
 
 def _clamp_to_infinities(x: jax.Array) -> jax.Array:

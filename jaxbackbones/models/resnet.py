@@ -1,4 +1,13 @@
-"""ResNet: config, modules and backbone, feature-map for feature-map equal to transformers' ResNetBackbone."""
+"""ResNet: configs, modules and backbone, feature-map for feature-map equal to transformers' ResNetBackbone
+(transformers/models/resnet/modeling_resnet.py) and RTDetrResNetBackbone (models/rt_detr/modeling_rt_detr_resnet.py).
+
+RT-DETR's ResNet-vd (`RTDetrResNetConfig`, same fields as `ResNetConfig`) is this ResNet with two options the
+config class states (`deep_stem`, `rt_detr_shortcuts`): the deep stem (three 3x3 conv-BatchNorm-activation layers
+to `embedding_size // 2`, `embedding_size // 2`, `embedding_size`, the activation `hidden_act` in all three), and its
+shortcuts: a bottleneck's strided shortcut average-pools 2x2 (ceil mode) and projects at stride 1 (timm's
+`avg_down`); a basic stage's first block always projects, average-pooling first where it changes channels (at stride
+1 and the same width it is a plain 1x1 projection, at stride 2 and the same width a strided one).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ from flax import nnx
 
 from ..backbone import BackboneConfigMixin, BackboneModuleMixin, BackboneOutput
 from ..configuration import TRAINING_DEFAULTS, PretrainedConfig, verify_training_fields
-from ..layers import BatchNorm, avg_pool_ceil, checkpointed, conv2d, get_activation, max_pool
+from ..layers import BatchNorm, avg_pool_ceil, avg_pool_same_2x2, checkpointed, conv2d, get_activation, max_pool
 from ..training import configure as configure_training
 from .common import from_channels_first, to_channels_first, validate_data_format, validate_pixel_values
 
@@ -36,6 +45,9 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
     derived_keys = ("model_type", "stage_names")
     # jaxbackbones' fine-tuning switches (see jaxbackbones.training); in config.json only when set.
     training_defaults: ClassVar[dict] = {**TRAINING_DEFAULTS, "freeze_batch_norm": False}
+    # Layout options of the config class, not config.json fields (transformers' ResNet has neither; RT-DETR's both).
+    deep_stem: ClassVar[bool] = False
+    rt_detr_shortcuts: ClassVar[bool] = False
 
     def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -51,6 +63,41 @@ class ResNetConfig(BackboneConfigMixin, PretrainedConfig):
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         verify_training_fields(self)
+        self.verify_layout()
+
+    @property
+    def deep_stem_widths(self) -> tuple[int, int] | None:
+        """The widths of the deep stem's first two convolutions (None: a 7x7 stem)."""
+        return (self.embedding_size // 2,) * 2 if self.deep_stem else None
+
+    def verify_layout(self) -> None:
+        """Extra checks of a layout's options (none for transformers' ResNet)."""
+
+
+class RTDetrResNetConfig(ResNetConfig):
+    """transformers' RTDetrResNetConfig (`model_type` "rt_detr_resnet"): the fields, defaults (R50-vd) and
+    `config.json` of `ResNetConfig`, for RT-DETR's ResNet-vd: deep stem, average-pool shortcuts (module docstring).
+    Stages are `stem` (after the max-pool, stride 4) and `stage1`... (RT-DETR takes `out_indices` [2, 3, 4]).
+
+    A basic stage that changes channels must downsample: transformers' basic layer average-pools such a shortcut
+    (halving it) whatever the stride, so at stride 1 its sum does not fit (torch fails in the forward pass).
+    """
+
+    model_type = "rt_detr_resnet"
+    deep_stem: ClassVar[bool] = True
+    rt_detr_shortcuts: ClassVar[bool] = True
+
+    def verify_layout(self) -> None:
+        if self.layer_type != "basic":
+            return
+        in_channels = [self.embedding_size, *self.hidden_sizes[:-1]]
+        for index, (width_in, width_out) in enumerate(zip(in_channels, self.hidden_sizes)):
+            stride = 2 if index > 0 or self.downsample_in_first_stage else 1
+            if width_in != width_out and stride == 1:
+                raise ValueError(
+                    f"stage{index + 1} of a basic RT-DETR ResNet changes channels ({width_in} -> {width_out}) at "
+                    "stride 1: RTDetrResNetBasicLayer average-pools (halves) that shortcut, so the residual sum does "
+                    "not fit; use embedding_size == hidden_sizes[0] or downsample_in_first_stage=True")
 
 
 class ResNetStem(nnx.Module):
@@ -92,13 +139,18 @@ class ResNetStem(nnx.Module):
 class ResNetShortcut(nnx.Module):
     """1x1 projection with BatchNorm, strided where the block downsamples.
 
-    With `avg_down` (timm's d/t variants) a strided shortcut first average-pools (stride x stride, ceil mode,
-    padding not counted) and then projects with stride 1.
+    With `avg_down` (timm's d/t variants, timm's `downsample_avg`) a strided shortcut first average-pools (stride x
+    stride, ceil mode, padding not counted) and then projects with stride 1. In a dilated stage (`dilation` > 1,
+    stride 1) the pool is timm's `AvgPool2dSame(2, 1)`: a 2x2 window at stride 1 over the input zero-padded by one
+    row and column at the bottom and right, the zeros counted (`avg_pool_same_2x2`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, avg_down: bool = False, dtype,
-                 param_dtype, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, avg_down: bool = False,
+                 dilation: int = 1, dtype, param_dtype, rngs: nnx.Rngs):
+        if stride != 1 and dilation != 1:
+            raise ValueError(f"a dilated shortcut has stride 1, got stride={stride} with dilation={dilation}")
         self.pool_stride = stride if avg_down and stride != 1 else 1
+        self.same_pool = avg_down and dilation > 1
         self.conv = conv2d(in_channels, out_channels, 1, stride=stride if self.pool_stride == 1 else 1, dtype=dtype,
                            param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_channels, dtype=dtype, param_dtype=param_dtype)
@@ -106,21 +158,29 @@ class ResNetShortcut(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.pool_stride != 1:
             x = avg_pool_ceil(x, self.pool_stride, self.pool_stride)
+        elif self.same_pool:
+            x = avg_pool_same_2x2(x)
         return self.bn(self.conv(x))
 
 
 class ResNetBlock(nnx.Module):
     """A residual block: two 3x3 convolutions (basic) or 1x1-3x3-1x1 (bottleneck), each with BatchNorm.
 
-    The shortcut is projected when the block changes channels or stride. In a bottleneck the stride sits on
+    The shortcut is projected when the block changes channels or stride (always with `project_shortcut`, the first
+    block of an RT-DETR basic stage). In a bottleneck the stride sits on
     the 3x3 convolution, or on the first 1x1 with `stride_in_first_conv` (transformers'
     `downsample_in_bottleneck`). As in transformers, `activation` (`hidden_act`) applies after the residual
     sum only; the activations between the convolutions are always ReLU.
+
+    Dilation (timm's `output_stride` 8 / 16): the block's first 3x3 (a basic block's first, a bottleneck's only
+    one) has dilation `first_dilation` (the previous stage's, in a stage's first block), a basic block's second 3x3
+    has `dilation`, each padded by its dilation; the shortcut's pool follows `dilation` (see ResNetShortcut).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck: bool, stride: int, activation: str,
                  stride_in_first_conv: bool = False, mid_channels: int | None = None, groups: int = 1,
-                 avg_down: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
+                 avg_down: bool = False, dilation: int = 1, first_dilation: int | None = None,
+                 project_shortcut: bool = False, dtype, param_dtype, rngs: nnx.Rngs):
         # mid_channels and groups: the bottleneck's inner width and the 3x3's groups (ResNeXt, wide ResNets).
         if bottleneck:
             mid_channels = out_channels // 4 if mid_channels is None else mid_channels
@@ -128,21 +188,23 @@ class ResNetBlock(nnx.Module):
             widths = (mid_channels, mid_channels, out_channels)
             strides = (stride, 1, 1) if stride_in_first_conv else (1, stride, 1)
             conv_groups = (1, groups, 1)
+            dilations = (1, first_dilation or dilation, 1)
         else:
             if groups != 1 or mid_channels not in (None, out_channels):
                 raise ValueError(f"a basic block has no grouped or widened convolution, got groups={groups}, "
                                  f"mid_channels={mid_channels} for {out_channels} channels")
             kernel_sizes, widths, strides, conv_groups = (3, 3), (out_channels, out_channels), (stride, 1), (1, 1)
+            dilations = (first_dilation or dilation, dilation)
         channels = (in_channels, *widths)
         self.convs = nnx.List([
             conv2d(channels[i], channels[i + 1], kernel_sizes[i], stride=strides[i], groups=conv_groups[i],
-                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                   dilation=dilations[i], dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for i in range(len(widths))
         ])
         self.bns = nnx.List([BatchNorm(width, dtype=dtype, param_dtype=param_dtype) for width in widths])
-        if in_channels != out_channels or stride != 1:
-            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, avg_down=avg_down, dtype=dtype,
-                                           param_dtype=param_dtype, rngs=rngs)
+        if in_channels != out_channels or stride != 1 or project_shortcut:
+            self.shortcut = ResNetShortcut(in_channels, out_channels, stride, avg_down=avg_down, dilation=dilation,
+                                           dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         else:
             self.shortcut = None
         self.act = get_activation(activation)
@@ -159,11 +221,18 @@ class ResNetBlock(nnx.Module):
 
 class ResNetStage(nnx.Module):
     """`depth` blocks; the first changes stride and channels. `block_options` (`mid_channels`, `groups`,
-    `avg_down`) go to every block (see ResNetBlock)."""
+    `avg_down`) go to every block (see ResNetBlock). A dilated stage (`dilation` > 1, stride 1) dilates every
+    block's 3x3 convolutions; its first block's first 3x3 has `first_dilation` (timm's `make_blocks`: the previous
+    stage's dilation), the later blocks' `dilation`."""
 
     def __init__(self, config: ResNetConfig, in_channels: int, out_channels: int, depth: int, stride: int, *,
-                 dtype, param_dtype, rngs: nnx.Rngs, **block_options):
+                 dilation: int = 1, first_dilation: int | None = None, dtype, param_dtype, rngs: nnx.Rngs,
+                 **block_options):
         bottleneck = config.layer_type == "bottleneck"
+        project_first = False
+        if config.rt_detr_shortcuts:  # see the module docstring
+            block_options["avg_down"] = bottleneck or in_channels != out_channels
+            project_first = not bottleneck
         self.blocks = nnx.List([
             ResNetBlock(
                 in_channels if i == 0 else out_channels,
@@ -172,6 +241,9 @@ class ResNetStage(nnx.Module):
                 stride=stride if i == 0 else 1,
                 activation=config.hidden_act,
                 stride_in_first_conv=config.downsample_in_bottleneck,
+                dilation=dilation,
+                first_dilation=(first_dilation or dilation) if i == 0 else dilation,
+                project_shortcut=project_first and i == 0,
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
@@ -188,7 +260,7 @@ class ResNetStage(nnx.Module):
 
 
 class ResNetBackbone(BackboneModuleMixin, nnx.Module):
-    """ResNet feature extractor with transformers' ResNetBackbone semantics, in Flax NNX.
+    """ResNet feature extractor with transformers' ResNetBackbone (and RTDetrResNetBackbone) semantics, in Flax NNX.
 
     Args:
         config: the architecture and the selected stages (`out_features` / `out_indices`).
@@ -211,7 +283,8 @@ class ResNetBackbone(BackboneModuleMixin, nnx.Module):
         self.num_features = (config.embedding_size, *config.hidden_sizes)
         first_stride = 2 if config.downsample_in_first_stage else 1
         self.reductions = (4, *(4 * first_stride * 2**i for i in range(len(config.depths))))
-        self.stem = ResNetStem(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.stem = ResNetStem(config, deep_widths=config.deep_stem_widths, dtype=dtype, param_dtype=param_dtype,
+                               rngs=rngs)
         in_channels = [config.embedding_size, *config.hidden_sizes[:-1]]
         self.stages = nnx.List([
             ResNetStage(config, in_channels[i], config.hidden_sizes[i], config.depths[i],

@@ -92,8 +92,9 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
     `freeze_batch_norm_2d` makes every BatchNorm use its running statistics and never update them (see
     `jaxbackbones.training`). `model_args` set to None leave the entrypoint's value, as `timm.create_model` does.
     `use_pretrained_backbone` is kept for transformers 4 configs: weights come from `AutoBackbone.from_pretrained`,
-    `from_config` builds random ones. `features_only` must be True and `output_stride` None or 32 (dilated ResNets
-    are not implemented).
+    `from_config` builds random ones. `features_only` must be True. `output_stride` (None: the checkpoint's
+    `model_args` value, else 32) is passed to the architecture as `timm.create_model(..., output_stride=...)` is,
+    overriding `model_args`: the ResNets take 8 and 16 (dilated later stages), the other families only 32.
 
     A timm `config.json` (with `architecture`, no `model_type`) reads into this class too: `architecture` is the
     `backbone`, its other keys (`pretrained_cfg`, `num_classes`, ...) are kept, and `to_timm_dict` writes a timm
@@ -128,10 +129,7 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
         if self.features_only is not True:
             raise ValueError("features_only must be True: TimmBackbone returns the feature maps of timm's "
                              f"features_only model, got features_only={self.features_only!r}")
-        if self.output_stride not in (None, 32):
-            raise ValueError(f"output_stride={self.output_stride!r} is not supported: jaxbackbones has no dilated "
-                             "timm backbones yet; use None (or 32)")
-        self.timm_spec = resolve_architecture(self.backbone, self.model_args)
+        self.timm_spec = resolve_architecture(self.backbone, self.architecture_args)
         self.stage_names = self.timm_spec.stage_names
         if out_features is None and out_indices is None:
             out_indices = [-1]  # transformers' TimmBackboneConfig default
@@ -149,9 +147,18 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
         return 1000
 
     @property
+    def architecture_args(self) -> dict[str, Any]:
+        """`model_args` with `output_stride` (when set) in place, as transformers' TimmBackbone passes it to
+        `timm.create_model`."""
+        if self.output_stride is None:
+            return dict(self.model_args)
+        return {**self.model_args, "output_stride": self.output_stride}
+
+    @property
     def entrypoint_args(self) -> dict[str, Any]:
-        """timm's `create_model` keyword arguments for this checkpoint: the architecture's, then `model_args`."""
-        return entrypoint_args(self.backbone.split(".")[0], self.model_args)
+        """timm's `create_model` keyword arguments for this checkpoint: the architecture's, then `model_args` (and
+        `output_stride`)."""
+        return entrypoint_args(self.backbone.split(".")[0], self.architecture_args)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -188,7 +195,8 @@ class TimmBackboneConfig(BackboneConfigMixin, PretrainedConfig):
         for key in ("label_names", "label_descriptions"):
             if key in extra:
                 output[key] = extra[key]
-        output["model_args"] = {**self.model_args, "in_chans": self.num_channels, "num_classes": self.num_classes}
+        output["model_args"] = {**self.architecture_args, "in_chans": self.num_channels,
+                                "num_classes": self.num_classes}
         output["pretrained_cfg"] = pretrained_cfg
         return output
 

@@ -4,6 +4,11 @@ timm options: deep 3x3 stem (`stem_type="deep"` / `"deep_tiered"`), average-pool
 (`cardinality`), bottleneck width (`base_width`). Stages are timm's `feature_info` modules: `act1` (the stem before
 its max-pool, stride 2), `layer1` ... `layer4` (strides 4 to 32). State paths are `ResNetBackbone`'s (`stem`,
 `stages.i.blocks.j`).
+
+Dilation (`output_stride` 16 or 8, as `timm.create_model(name, output_stride=...)`; timm's `make_blocks`): once the
+network's stride has reached `output_stride`, a stage keeps stride 1 and multiplies the dilation by the 2 it would
+have strided instead (os16: layer4 dilation 2; os8: layer3 2, layer4 4). A stage's first block has the previous
+stage's dilation in its first 3x3 (`first_dilation`), every other 3x3 the stage's; the weights do not change.
 """
 
 from __future__ import annotations
@@ -70,12 +75,13 @@ class ResNetSpec(TimmSpec):
     stem_width: int = 64
     stem_type: str = ""  # "", "deep" or "deep_tiered"
     avg_down: bool = False
+    output_stride: int = 32  # 8 or 16: the later stages dilate instead of striding
 
     family: ClassVar[str] = "resnet"
     ignored_args: ClassVar[frozenset[str]] = frozenset({"zero_init_last"})
     # Training-time options and variants jaxbackbones does not implement: only timm's defaults.
     only_args: ClassVar[dict[str, tuple]] = {
-        "output_stride": (32,), "drop_path_rate": (0, 0.0), "drop_block_rate": (0, 0.0), "block_reduce_first": (1,),
+        "drop_path_rate": (0, 0.0), "drop_block_rate": (0, 0.0), "block_reduce_first": (1,),
         "down_kernel_size": (1,), "act_layer": ("relu",), "norm_layer": ("batchnorm", "batchnorm2d"),
         "replace_stem_pool": (False,)}
 
@@ -87,6 +93,8 @@ class ResNetSpec(TimmSpec):
         if len(self.layers) != len(self.channels) or not self.layers or min(self.layers) < 1:
             raise ValueError(f"layers {self.layers} and channels {self.channels} must have one entry per stage, "
                              "each stage at least one block")
+        if isinstance(self.output_stride, bool) or self.output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride={self.output_stride!r} is not supported: timm's ResNets take 8, 16 or 32")
         if self.block == "basic" and (self.cardinality != 1 or self.base_width != 64):
             raise ValueError(f"basic blocks support neither cardinality nor base_width, got cardinality="
                              f"{self.cardinality}, base_width={self.base_width}")
@@ -133,18 +141,37 @@ class ResNetSpec(TimmSpec):
         return (self.stem_channels, *self.out_channels)
 
     @property
+    def stage_geometry(self) -> tuple[tuple[int, int, int], ...]:
+        """(stride, dilation, first_dilation) of every stage, as timm's `make_blocks` counts them."""
+        geometry, net_stride, dilation = [], 4, 1
+        for index in range(len(self.layers)):
+            stride, previous = (1 if index == 0 else 2), dilation
+            if net_stride >= self.output_stride:
+                dilation, stride = dilation * stride, 1
+            else:
+                net_stride *= stride
+            geometry.append((stride, dilation, previous))
+        return tuple(geometry)
+
+    @property
     def reductions(self) -> tuple[int, ...]:
-        return (2, *(4 * 2**i for i in range(len(self.layers))))
+        reductions, net_stride = [2], 4  # act1, then the max-pool's stride 4 times each stage's stride
+        for stride, _, _ in self.stage_geometry:
+            net_stride *= stride
+            reductions.append(net_stride)
+        return tuple(reductions)
 
     def build(self, num_channels: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
         options = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         layers = ResNetConfig(num_channels=num_channels, embedding_size=self.stem_channels,
                               hidden_sizes=list(self.out_channels), depths=list(self.layers), layer_type=self.block)
         in_channels = (self.stem_channels, *self.out_channels[:-1])
+        geometry = self.stage_geometry
         return {
             "stem": ResNetStem(layers, deep_widths=self.deep_widths, **options),
             "stages": nnx.List([
-                ResNetStage(layers, in_channels[i], self.out_channels[i], self.layers[i], 1 if i == 0 else 2,
+                ResNetStage(layers, in_channels[i], self.out_channels[i], self.layers[i], geometry[i][0],
+                            dilation=geometry[i][1], first_dilation=geometry[i][2],
                             mid_channels=self.mid_channels[i], groups=self.cardinality, avg_down=self.avg_down,
                             **options)
                 for i in range(len(self.layers))

@@ -35,6 +35,12 @@ class TimmSpec:
         jaxbackbones understands), then lets `normalize` turn JSON values into the spec's field types.
         """
         args = dict(args)
+        known = {field.name for field in dataclasses.fields(cls)}
+        if "output_stride" not in known and "output_stride" not in cls.only_args:
+            output_stride = args.pop("output_stride", 32)
+            if output_stride != 32:  # dilation is a ResNet option (timm's other families have no output_stride)
+                raise ValueError(f"{name}: output_stride={output_stride!r} is not supported for timm family "
+                                 f"{cls.family!r} (only 32)")
         for arg, allowed in cls.only_args.items():
             value = args.pop(arg, allowed[0])
             if isinstance(value, str):
@@ -43,7 +49,6 @@ class TimmSpec:
                 raise ValueError(f"{name}: model_args {arg}={value!r} is not supported (only {allowed[0]!r})")
         for arg in HEAD_ARGS | cls.ignored_args:
             args.pop(arg, None)
-        known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(args) - known)
         if unknown:
             raise ValueError(f"{name}: model_args {unknown} are not supported; jaxbackbones understands "
