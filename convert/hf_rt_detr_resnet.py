@@ -14,16 +14,8 @@ from __future__ import annotations
 
 import functools
 
-from .rules import CONV_KERNEL, Rule, Table, add_num_batches_tracked
-
-_BATCH_NORM = [("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var")]
-
-
-def _conv_bn(torch_prefix: str, conv_target: str, bn_target: str) -> list[Rule]:
-    rules = [Rule(f"{torch_prefix}.convolution.weight", f"{conv_target}.kernel", CONV_KERNEL)]
-    rules += [Rule(f"{torch_prefix}.normalization.{name}", f"{bn_target}.{target}") for name, target in _BATCH_NORM]
-    return rules
-
+from .hf_resnet import conv_bn_rules
+from .rules import Table, add_num_batches_tracked
 
 _LAYER = "encoder.stages.{stage}.layers.{block}"
 _BLOCK = "stages.{stage}.blocks.{block}"
@@ -34,16 +26,16 @@ def table(pooled_stages: tuple[int, ...]) -> Table:
     """The table of RT-DETR ResNets whose stages `pooled_stages` (0-based) average-pool their first shortcut."""
     pooled = []
     for stage in pooled_stages:  # spelled out per stage, before the general rule, so that export writes `shortcut.1`
-        pooled += _conv_bn(f"encoder.stages.{stage}.layers.0.shortcut.1", f"stages.{stage}.blocks.0.shortcut.conv",
+        pooled += conv_bn_rules(f"encoder.stages.{stage}.layers.0.shortcut.1", f"stages.{stage}.blocks.0.shortcut.conv",
                            f"stages.{stage}.blocks.0.shortcut.bn")
     return Table(
         rules=(
-            *_conv_bn("embedder.embedder.0", "stem.deep_convs.0", "stem.deep_bns.0"),
-            *_conv_bn("embedder.embedder.1", "stem.deep_convs.1", "stem.deep_bns.1"),
-            *_conv_bn("embedder.embedder.2", "stem.conv", "stem.bn"),
+            *conv_bn_rules("embedder.embedder.0", "stem.deep_convs.0", "stem.deep_bns.0"),
+            *conv_bn_rules("embedder.embedder.1", "stem.deep_convs.1", "stem.deep_bns.1"),
+            *conv_bn_rules("embedder.embedder.2", "stem.conv", "stem.bn"),
             *pooled,
-            *_conv_bn(f"{_LAYER}.shortcut", f"{_BLOCK}.shortcut.conv", f"{_BLOCK}.shortcut.bn"),
-            *_conv_bn(f"{_LAYER}.layer.{{conv}}", f"{_BLOCK}.convs.{{conv}}", f"{_BLOCK}.bns.{{conv}}"),
+            *conv_bn_rules(f"{_LAYER}.shortcut", f"{_BLOCK}.shortcut.conv", f"{_BLOCK}.shortcut.bn"),
+            *conv_bn_rules(f"{_LAYER}.layer.{{conv}}", f"{_BLOCK}.convs.{{conv}}", f"{_BLOCK}.bns.{{conv}}"),
         ),
         ignore=(
             # torch counts BatchNorm updates; our momentum is fixed, so the count carries no information.
