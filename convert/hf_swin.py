@@ -14,6 +14,11 @@ kernel) and checks any persistent `relative_position_index` buffer against the i
 is then ignored: the index is recomputed). A block lacking one of query/key/value is left unfused, so its other
 projections are reported as unexpected and its `attn.qkv` as missing.
 
+MaskFormer's checkpoints hold their Swin as MaskFormerSwinBackbone (`maskformer-swin`), MASKFORMER_SWIN_TABLE: the
+same model under `model.`, with a norm for every stage named by index (`hidden_states_norms.0` is stage1's).
+MaskFormerSwin differs from Swin only where no checkpoint goes: no `stem` output, and absolute position embeddings
+that do not run in torch.
+
 The final `layernorm` of SwinModel, the classifier, and SimMIM's decoder and mask token are ignored.
 `hidden_states_norms` that the checkpoint lacks (a classification checkpoint has none; a SwinBackbone checkpoint
 only those of the stages it selected) keep weight 1, bias 0 and are reported as newly initialised.
@@ -21,6 +26,7 @@ only those of the stages it selected) keep weight 1, bias 0 and are reported as 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -123,16 +129,17 @@ def prepare_group(key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def unprepare(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
+def unprepare(state_dict: dict[str, np.ndarray], config, every_norm: bool = False) -> dict[str, np.ndarray]:
     """Export's inverse of `prepare`: split each fused qkv into query/key/value; keep the per-stage norms of the
-    selected stages only, as transformers' SwinBackbone has them."""
+    selected stages only, as transformers' SwinBackbone has them (all of them with `every_norm`)."""
     output: dict[str, np.ndarray] = {}
     for key, array in state_dict.items():
         if ".attention.qkv." in key:
             prefix, tensor = key.split(".attention.qkv.")
             for role, part in zip(("query", "key", "value"), np.split(array, 3, axis=0)):
                 output[f"{prefix}.attention.self.{role}.{tensor}"] = part
-        elif key.startswith("hidden_states_norms.") and key.split(".")[1] not in config.out_features:
+        elif (key.startswith("hidden_states_norms.") and key.split(".")[1] not in config.out_features
+              and not every_norm):
             continue
         else:
             output[key] = array
@@ -159,3 +166,34 @@ TABLE = Table(
     prepare_groups=prepare_group,
     unprepare=unprepare,
 )
+
+
+_INDEXED_NORM = re.compile(r"hidden_states_norms\.(\d+)\.(.*)")
+_NAMED_NORM = re.compile(r"hidden_states_norms\.stage(\d+)\.(.*)")
+
+
+def prepare_maskformer_swin(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """MaskFormerSwinBackbone's keys as SwinBackbone's: stage norms by name, then `prepare`."""
+    renamed = {}
+    for key, array in state_dict.items():
+        match = _INDEXED_NORM.fullmatch(key)
+        renamed[f"hidden_states_norms.stage{int(match.group(1)) + 1}.{match.group(2)}" if match else key] = array
+    return prepare(renamed)
+
+
+def unprepare_maskformer_swin(state_dict: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
+    """Export to MaskFormerSwinBackbone's layout: the model under `model.`, every stage's norm, named by index."""
+    output: dict[str, np.ndarray] = {}
+    for key, array in unprepare(state_dict, config, every_norm=True).items():
+        match = _NAMED_NORM.fullmatch(key)
+        if match:
+            output[f"hidden_states_norms.{int(match.group(1)) - 1}.{match.group(2)}"] = array
+        elif not key.startswith("hidden_states_norms."):  # the stem's: MaskFormerSwin has none
+            output["model." + key] = array
+    return output
+
+
+MASKFORMER_SWIN_TABLE = dataclasses.replace(
+    TABLE, prefixes=("model.",), prepare=prepare_maskformer_swin, unprepare=unprepare_maskformer_swin,
+    # the stem's norm, which MaskFormerSwinBackbone lacks (it has no stem output)
+    allow_missing=((r"hidden_states_norms\.stem\.scale", np.ones), (r"hidden_states_norms\.stem\.bias", np.zeros)))

@@ -71,13 +71,14 @@ def _config_from_dict(config_dict: dict, where: str, **kwargs) -> PretrainedConf
     head's BatchNorm freezing as a default that `kwargs` override."""
     model_type = _model_type(config_dict)
     if model_type in heads.HEADS:
+        head_config = config_dict
         config_dict, head = heads.backbone_config_dict(config_dict, where, hub.load_config_dict)
         backbone_type = _model_type(config_dict)
         if backbone_type not in FAMILIES:
             raise ValueError(
                 f"{where} is a {model_type} checkpoint with a {backbone_type!r} backbone, which jaxbackbones does not "
                 f"support; supported backbone model types: {sorted(FAMILIES)}")
-        if head.freeze_batch_norm:
+        if head.freezes_batch_norm(head_config):
             kwargs = {**_frozen_batch_norm(FAMILIES[backbone_type].config_class), **kwargs}
         model_type = backbone_type
     family = _family(model_type, where)
@@ -96,9 +97,11 @@ def _frozen_batch_norm(config_class: type[PretrainedConfig]) -> dict:
 def _checkpoint_table(family: Family, config: PretrainedConfig, config_dict: dict) -> Table:
     """The mapping table of a torch checkpoint with this `config.json`: the family's, read through the head's prefix
     for a head checkpoint."""
-    table = family.table_for(config)
     head = heads.HEADS.get(_model_type(config_dict))
-    return table if head is None else heads.backbone_table(table, head)
+    if head is None:
+        return family.table_for(config)
+    table = head.tables.get(config.model_type)
+    return heads.backbone_table(family.table_for(config) if table is None else registry.resolve(table), head)
 
 
 class AutoConfig:

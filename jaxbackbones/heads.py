@@ -33,13 +33,24 @@ class Head:
     default_backbone: the backbone transformers builds when the config names none (said in the error, never guessed).
     timm_out_indices: the `out_indices` transformers gives a timm backbone named by `use_timm_backbone` + `backbone`
         (DETR's older layout), as a function of the head config; None where the head has no such layout.
-    freeze_batch_norm: the head runs its backbone's BatchNorm frozen (DETR-style `replace_batch_norm`).
+    freeze_batch_norm: the head runs its backbone's BatchNorm frozen (DETR-style `replace_batch_norm`): True, or the
+        head config's key that says so (RT-DETR's `freeze_backbone_batch_norms`, true unless the config says false).
+    adapt: what the head does to the backbone config it states before building it (MaskFormer's Swin), or None.
+    tables: backbone model_type -> the mapping table (a `registry.resolve` reference) of the layout the head saves
+        that backbone in, where it is not the family's own (MaskFormer's MaskFormerSwinBackbone).
     """
 
     prefixes: tuple[str, ...]
     default_backbone: str
     timm_out_indices: object = None
-    freeze_batch_norm: bool = False
+    freeze_batch_norm: bool | str = False
+    adapt: object = None
+    tables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def freezes_batch_norm(self, config: Mapping) -> bool:
+        if isinstance(self.freeze_batch_norm, str):
+            return bool(config.get(self.freeze_batch_norm, True))
+        return self.freeze_batch_norm
 
 
 def _detr_out_indices(config: Mapping) -> list[int]:
@@ -50,25 +61,48 @@ def _deformable_detr_out_indices(config: Mapping) -> list[int]:
     return [2, 3, 4] if config.get("num_feature_levels", 4) > 1 else [4]
 
 
+def _maskformer_swin(backbone: dict) -> dict:
+    """MaskFormer builds a `swin` backbone_config as MaskFormerSwinBackbone (the same model; its weights in another
+    layout, `hf_swin.MASKFORMER_SWIN_TABLE`) with stages 1-4 selected, as `MaskFormerPixelLevelModule` does; its
+    `save_pretrained` then writes that config, `maskformer-swin`, which reads as the `swin` it is."""
+    if backbone.get("model_type") not in ("swin", "maskformer-swin"):
+        return backbone
+    backbone = {key: value for key, value in backbone.items() if key not in ("out_indices", "_out_indices")}
+    return {**backbone, "model_type": "swin", "out_features": ["stage1", "stage2", "stage3", "stage4"]}
+
+
 _PIXEL_LEVEL = ("model.pixel_level_module.encoder.", "pixel_level_module.encoder.")
 # DETR-style detectors: transformers 5 saves `backbone.conv_encoder.model.` (the hub's layout), and its own modules sit
 # at `backbone.model.`; both are read.
 _CONV_ENCODER = ("model.backbone.conv_encoder.model.", "backbone.conv_encoder.model.", "model.backbone.model.",
                  "backbone.model.")
 
+# RT-DETR-style detectors keep theirs at `model.backbone.model.` (DEIMv2: `model.conv_encoder.model.` for HGNetV2,
+# `model.conv_encoder.backbone.` for DINOv3).
+_RT_DETR = ("model.backbone.model.", "backbone.model.")
+_DEIMV2 = ("model.conv_encoder.model.", "model.conv_encoder.backbone.", "conv_encoder.model.",
+           "conv_encoder.backbone.")
+_FREEZE_KEY = "freeze_backbone_batch_norms"
+
 HEADS: dict[str, Head] = {
     "mask2former": Head(_PIXEL_LEVEL, "swin"),
+    "maskformer": Head(_PIXEL_LEVEL, "swin", adapt=_maskformer_swin,
+                       tables={"swin": "convert.hf_swin:MASKFORMER_SWIN_TABLE"}),
     "oneformer": Head(_PIXEL_LEVEL, "swin"),
     "upernet": Head(("backbone.",), "resnet"),
     # DPT's backbone_config variants (DPT-DINOv2...), not its hybrid ViT
     "dpt": Head(("backbone.",), "bit"),
     "depth_anything": Head(("backbone.",), "dinov2"),
     "zoedepth": Head(("backbone.",), "beit"),
-    "grounding_dino": Head(_CONV_ENCODER, "swin", freeze_batch_norm=True),
+    "grounding-dino": Head(_CONV_ENCODER, "swin", freeze_batch_norm=True),
     "detr": Head(_CONV_ENCODER, "resnet", _detr_out_indices, freeze_batch_norm=True),
     "conditional_detr": Head(_CONV_ENCODER, "resnet", _detr_out_indices, freeze_batch_norm=True),
-    "table_transformer": Head(_CONV_ENCODER, "resnet", _detr_out_indices, freeze_batch_norm=True),
+    "table-transformer": Head(_CONV_ENCODER, "resnet", _detr_out_indices, freeze_batch_norm=True),
     "deformable_detr": Head(_CONV_ENCODER, "resnet", _deformable_detr_out_indices, freeze_batch_norm=True),
+    "rt_detr": Head(_RT_DETR, "rt_detr_resnet", freeze_batch_norm=_FREEZE_KEY),
+    "rt_detr_v2": Head(_RT_DETR, "rt_detr_resnet", freeze_batch_norm=_FREEZE_KEY),
+    "d_fine": Head(_RT_DETR, "hgnet_v2", freeze_batch_norm=_FREEZE_KEY),
+    "deimv2": Head(_DEIMV2, "hgnet_v2", freeze_batch_norm=_FREEZE_KEY),
 }
 
 
@@ -106,7 +140,7 @@ def backbone_config_dict(config: Mapping, where: str, load_config_dict) -> tuple
             f"{where}: this {head_type} config states no backbone (backbone_config and backbone are both unset); "
             f"transformers would build a default {head.default_backbone!r} backbone with random weights, which is "
             "not what the checkpoint holds: give backbone_config or backbone")
-    return backbone, head
+    return (head.adapt(backbone) if head.adapt else backbone), head
 
 
 def backbone_table(table: Table, head: Head) -> Table:
