@@ -20,7 +20,7 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     import jax
     import jax.numpy as jnp
 
-    from . import AutoBackbone, AutoConfig, checkpoint, hub
+    from . import AutoBackbone, AutoConfig, checkpoint, heads, hub
 
     config = AutoConfig.from_pretrained(converted_dir)
     timm_source = config.model_type == "timm_backbone"
@@ -35,11 +35,16 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
 
     jax.config.update("jax_default_matmul_precision", "highest")
     stages = list(range(len(config.stage_names)))
-    ours = AutoBackbone.from_pretrained(converted_dir, out_indices=stages)
     # The reference library reads the source's weight files itself: they pass jaxbackbones' checks first.
     weights = hub.resolve_weight_files(source, revision=revision)
-    reference = (_timm_reference(ours, source, weights, stages) if timm_source
-                 else _transformers_reference(ours, source, revision, stages))
+    head = heads.HEADS.get(hub.load_config_dict(source, revision=revision).get("model_type"))
+    if head is not None:  # the head's backbone, its stages as the head selects them
+        ours = AutoBackbone.from_pretrained(converted_dir)
+        reference = _head_reference(source, revision, head)
+    else:
+        ours = AutoBackbone.from_pretrained(converted_dir, out_indices=stages)
+        reference = (_timm_reference(ours, source, weights, stages) if timm_source
+                     else _transformers_reference(ours, source, revision, stages))
     if "bfloat16" in hub.load_config_dict(converted_dir)[checkpoint.NATIVE_KEY]["param_dtype"]:
         with torch.no_grad():
             for parameter in reference.parameters():
@@ -49,10 +54,10 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     height, width = getattr(ours.config, "input_size", (224, 224))
     pixels = np.random.default_rng(0).standard_normal((2, channels, height, width)).astype(np.float32)
     # A family without a transformers backbone (SegFormer) is compared with its model's hidden states.
-    backbone = timm_source or _has_transformers_backbone(config.model_type)
+    backbone = timm_source or head is not None or _has_transformers_backbone(config.model_type)
     with torch.no_grad():
         expected = reference(torch.from_numpy(pixels), **({} if backbone else {"output_hidden_states": True}))
-    if timm_source:  # timm returns a list of maps, NHWC for its Swin
+    if isinstance(expected, (list, tuple)):  # timm returns a list of maps, NHWC for its Swin
         nhwc = getattr(reference, "output_fmt", "NCHW") == "NHWC"
         expected = [m.permute(0, 3, 1, 2) if nhwc else m for m in expected]
     else:
@@ -88,6 +93,21 @@ def _transformers_reference(ours, source, revision, stages):
             source, revision=revision).eval()
     backbone_class = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[model_type])
     return backbone_class.from_pretrained(source, revision=revision, out_indices=stages).eval()
+
+
+def _head_reference(source, revision, head):
+    """The backbone module inside the head model transformers builds for `source` (its config's `architectures`),
+    at the first of the head's prefixes that is a module path."""
+    import transformers
+
+    head_config = transformers.AutoConfig.from_pretrained(source, revision=revision)
+    head_class = getattr(transformers, (head_config.architectures or ["AutoModel"])[0])
+    model = head_class.from_pretrained(source, revision=revision).eval()
+    modules = dict(model.named_modules())
+    path = next((prefix[:-1] for prefix in head.prefixes if prefix[:-1] in modules), None)
+    if path is None:
+        raise ValueError(f"{source}: {type(model).__name__} has no backbone module at {list(head.prefixes)}")
+    return modules[path]
 
 
 def _has_transformers_backbone(model_type: str) -> bool:

@@ -14,7 +14,7 @@ import transformers
 from helpers import check_maps, nhwc, randomize_torch_module, write_to_hub_cache
 
 from jaxbackbones import (AutoBackbone, AutoConfig, ConvNextBackbone, Dinov2Backbone, HGNetV2Backbone,
-                          ResNetBackbone, SwinBackbone, TimmBackbone, heads, training)
+                          ResNetBackbone, SwinBackbone, TimmBackbone, cli, heads, training)
 from jaxbackbones.heads import HEAD_KEY
 
 SWIN = dict(embed_dim=32, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=4,
@@ -247,3 +247,33 @@ def test_detr_style_timm_configs_as_transformers_converts_them():
     deformable, _ = backbone_config_dict({**legacy, "model_type": "deformable_detr", "num_feature_levels": 4},
                                          "deformable_detr", None)
     assert deformable["out_indices"] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["upernet", "detr"])
+def test_tools_on_a_head_repo(name, tmp_path, hub_cache, capsys):
+    """convert --verify (against the head's own backbone), info, and export: the backbone alone, in its own layout
+    (a transformers ConvNextBackbone; DETR's timm ResNet in timm's), giving the head's backbone's maps."""
+    torch_model = randomize_torch_module(HEADS[name]().eval(), seed=5)
+    repo = f"test-org/{name}-tools"
+    torch_model.save_pretrained(tmp_path / repo)
+    write_to_hub_cache(tmp_path / repo, repo)
+    native, exported = tmp_path / "native", tmp_path / "exported"
+    assert cli.main(["convert", repo, str(native), "--verify"]) == 0
+    output = capsys.readouterr().out
+    assert "OK: worst relative difference" in output and HEAD_KEY in output
+    assert cli.main(["info", str(native)]) == 0
+    assert f"model_type   {'convnext' if name == 'upernet' else 'timm_backbone'}" in capsys.readouterr().out
+    assert cli.main(["export", str(native), str(exported)]) == 0
+    x = torch.from_numpy(np.random.RandomState(2).randn(1, 3, 45, 61).astype(np.float32))
+    with torch.no_grad():
+        expected = torch_backbone(torch_model)(x)
+        if name == "upernet":
+            expected = expected.feature_maps
+            found = transformers.ConvNextBackbone.from_pretrained(exported).eval()(x).feature_maps
+        else:
+            import timm
+
+            found = timm.create_model("resnet18", pretrained=True, features_only=True, out_indices=(1, 2, 3, 4),
+                                      pretrained_cfg_overlay=dict(file=str(exported / "model.safetensors"))).eval()(x)
+    for want, got in zip(expected, found, strict=True):  # DETR's FrozenBatchNorm2d rounds unlike BatchNorm2d
+        assert (want - got).abs().max() <= 1e-6 * want.abs().max()
