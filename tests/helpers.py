@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -198,3 +201,24 @@ def run_multidevice_tests(tests_folder: str | os.PathLike, timeout: int = 900) -
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert "passed" in summary and "skipped" not in summary, summary
+
+
+def run_cli(*args: str, env: dict | None = None):
+    """The `jaxbackbones` command with these arguments: (returncode, stdout, stderr), as `subprocess.run` gives.
+
+    In this process (`cli.main`, its output captured) unless `env` is given: a subprocess costs a jax and torch
+    import, seconds each call, and the command reads nothing the test session has not set the same way. With `env`
+    (another hub cache, say, which huggingface_hub reads at import) it runs for real in a subprocess.
+    """
+    if env is not None:
+        return subprocess.run([sys.executable, "-m", "jaxbackbones.cli", *args], capture_output=True, text=True,
+                              timeout=300, env=env)
+    from jaxbackbones import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            returncode = cli.main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            returncode = exit_.code
+    return SimpleNamespace(returncode=returncode, stdout=stdout.getvalue(), stderr=stderr.getvalue())

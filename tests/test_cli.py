@@ -1,20 +1,15 @@
-"""The `jaxbackbones` command, run for real in a subprocess against the offline hub cache."""
+"""The `jaxbackbones` command against the offline hub cache: in this process, or in a subprocess where a test needs
+another environment."""
 
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import transformers
-from helpers import randomize_torch_module, write_to_hub_cache
+from helpers import randomize_torch_module, run_cli, write_to_hub_cache
 
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "jaxbackbones.cli", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def test_extract_offline_falls_back_to_random_weights_and_says_so(tmp_path):

@@ -1,8 +1,6 @@
 """TimmBackbone against timm's own features_only models, through timm's hub layout, with every tensor randomized."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,7 +12,7 @@ import timm
 import torch
 import transformers
 from flax import nnx
-from helpers import assert_parity, randomize_torch_module, write_to_hub_cache
+from helpers import assert_parity, randomize_torch_module, run_cli, write_to_hub_cache
 from timm.models._hub import save_for_hf
 
 from jaxbackbones import AutoBackbone, AutoConfig, AutoImageProcessor, TimmBackbone, TimmBackboneConfig
@@ -569,10 +567,6 @@ def test_native_format_and_conversion_cache(checkpoints, tmp_path, hub_cache):
 # ---------------------------------------------------------------------------------------------------------------
 # The command line: convert --verify, info, export --layout timm
 
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "jaxbackbones.cli", *args], capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_cli_convert_verify_info_and_export_to_timm(checkpoints, tmp_path):
