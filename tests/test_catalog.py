@@ -24,6 +24,7 @@ TRANSFORMERS_CONFIGS = {
     "dinov3_vit": transformers.DINOv3ViTConfig, "hgnet_v2": transformers.HGNetV2Config,
     "rt_detr_resnet": transformers.RTDetrResNetConfig,
     "segformer": transformers.SegformerConfig, "pvt_v2": transformers.PvtV2Config,
+    "timm_backbone": transformers.TimmBackboneConfig,
 }
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
@@ -36,6 +37,9 @@ _DINOV3_TIMM = {"vits16": "vit_small_patch16_dinov3_qkvb", "vits16plus": "vit_sm
 def timm_equivalent(name: str) -> str | None:
     if name == "ustc-community/hgnet-v2":  # HGNetV2Config's defaults: B4
         return "hgnetv2_b4"
+    if name.startswith("ustc-community/dfine-"):  # D-FINE's HGNetV2 sizes (its paper: B0, B0, B2, B4, B5)
+        return {"nano": "hgnetv2_b0", "small": "hgnetv2_b0", "medium": "hgnetv2_b2", "large": "hgnetv2_b4",
+                "xlarge": "hgnetv2_b5"}[name.split("-")[2]]
     repo = name.removeprefix("facebook/")
     for prefix, template in (("convnext-", "convnext_{}"), ("convnextv2-", "convnextv2_{}"),
                              ("dinov3-convnext-", "convnext_{}"),
@@ -51,12 +55,12 @@ def timm_equivalent(name: str) -> str | None:
 
 
 NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
-                      if known.model_type not in ("resnet", "swin", "rt_detr_resnet"))
+                      if known.model_type not in ("resnet", "swin", "rt_detr_resnet", "timm_backbone"))
 # The smallest checkpoint of each family, built in full (abstractly) and run.
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
             "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m",
-            "ustc-community/hgnet-v2", "PekingU/rtdetr_r18vd", "nvidia/mit-b0", "OpenGVLab/pvt_v2_b0"]
+            "ustc-community/hgnet-v2", "ustc-community/dfine-nano-coco", "PekingU/rtdetr_r18vd", "nvidia/mit-b0", "OpenGVLab/pvt_v2_b0"]
 # What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
 # layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
 # position resampling).
@@ -117,7 +121,8 @@ def test_known_checkpoints_are_valid_transformers_configs(name, tmp_path):
     known = catalog.KNOWN_CHECKPOINTS[name]
     ours = catalog.offline_config(name)
     theirs = TRANSFORMERS_CONFIGS[known.model_type](**known.config)
-    fields = type(ours).defaults
+    # the stage selection and training switches too: head backbones state theirs (stages, frozen BatchNorm)
+    fields = [*type(ours).defaults, *getattr(type(ours), "training_defaults", {}), "out_indices"]
     assert ours == AutoConfig.for_model(known.model_type, **{
         key: value for key, value in theirs.to_dict().items() if key in fields})
     # the config.json transformers writes for these values reads into the same config
@@ -166,7 +171,8 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
                                          if known.model_type == "rt_detr_resnet"))
 def test_rt_detr_rows_have_the_stages_of_timm_s_resnet_d(name):
     """RT-DETR's ResNet-vd is PaddleClas' ResNet-vd, timm's resnet{18,34,50,101}d: the same widths and strides."""
-    spec = TimmBackboneConfig(f"resnet{name.removeprefix('PekingU/rtdetr_r').removesuffix('vd')}d").timm_spec
+    depth = name.removeprefix("PekingU/rtdetr_").removeprefix("v2_").removeprefix("r").removesuffix("vd")
+    spec = TimmBackboneConfig(f"resnet{depth}d").timm_spec
     config = catalog.offline_config(name)
     assert config.depths == list(spec.layers)
     assert [stage[1:] for stage in catalog.stages(config)[1:]] == list(zip(spec.num_features, spec.reductions))[1:]
@@ -200,3 +206,46 @@ def test_timm_names_with_tags_and_repo_ids():
     assert catalog.offline_config("microsoft/resnet-50", out_indices=[1, 4]).out_features == ["stage1", "stage4"]
     assert catalog.offline_config("facebook/dinov2-small", out_indices=[-1]).out_features == ["stage12"]
     assert catalog.offline_config("someone/mystery-net") is None
+
+
+def _d_fine(**backbone):
+    """DFineConfig as transformers' convert_d_fine_original_pytorch_checkpoint_to_hf.py edits it."""
+    config = transformers.DFineConfig()
+    for name, value in {"hidden_sizes": [64, 128, 256, 512], "embedding_size": 32, **backbone}.items():
+        setattr(config.backbone_config, name, value)
+    return config
+
+
+# The detector configs of head repos with catalog rows, as transformers' conversion scripts build them.
+HEAD_CONFIGS = {
+    "PekingU/rtdetr_r50vd": lambda: transformers.RTDetrConfig(),
+    "PekingU/rtdetr_v2_r18vd": lambda: transformers.RTDetrV2Config(backbone_config=dict(
+        model_type="rt_detr_resnet", hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic",
+        out_indices=[2, 3, 4])),
+    "ustc-community/dfine-nano-coco": lambda: _d_fine(
+        hidden_sizes=[128, 256, 512, 1024], stem_channels=[3, 16, 16], stage_in_channels=[16, 64, 256, 512],
+        stage_mid_channels=[16, 32, 64, 128], stage_out_channels=[64, 256, 512, 1024], stage_num_blocks=[1, 1, 2, 1],
+        stage_numb_of_layers=[3, 3, 3, 3], out_indices=[3, 4], use_learnable_affine_block=True),
+    "ustc-community/dfine-xlarge-coco": lambda: _d_fine(
+        hidden_sizes=[256, 512, 1024, 2048], stage_in_channels=[64, 128, 512, 1024],
+        stage_mid_channels=[64, 128, 256, 512], stage_out_channels=[128, 512, 1024, 2048],
+        stage_num_blocks=[1, 2, 5, 2], stage_numb_of_layers=[6, 6, 6, 6], stem_channels=[3, 32, 64]),
+    "facebook/detr-resnet-50": lambda: transformers.DetrConfig(use_timm_backbone=True, backbone="resnet50"),
+    "facebook/detr-resnet-50-dc5": lambda: transformers.DetrConfig(use_timm_backbone=True, backbone="resnet50",
+                                                                   dilation=True),
+    "microsoft/conditional-detr-resnet-50": lambda: transformers.ConditionalDetrConfig(use_timm_backbone=True,
+                                                                                       backbone="resnet50"),
+    "SenseTime/deformable-detr": lambda: transformers.DeformableDetrConfig(use_timm_backbone=True,
+                                                                           backbone="resnet50"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEAD_CONFIGS))
+def test_head_rows_are_the_backbone_loading_the_head_gives(name, tmp_path):
+    """A head repo's row states the backbone `AutoConfig` reads from the detector's config.json: its stages, its
+    frozen BatchNorm, its dilation."""
+    (tmp_path / "config.json").write_text(HEAD_CONFIGS[name]().to_json_string())
+    loaded, ours = AutoConfig.from_pretrained(tmp_path), catalog.offline_config(name)
+    assert type(loaded) is type(ours)
+    fields = [*type(ours).defaults, *getattr(type(ours), "training_defaults", {}), "out_features", "stage_names"]
+    assert {field: getattr(loaded, field) for field in fields} == {field: getattr(ours, field) for field in fields}

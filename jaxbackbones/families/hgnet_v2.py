@@ -3,12 +3,41 @@ HGNet / HGNetV2 (`models/hgnet_v2.py`, `models/timm/hgnet.py`, `convert/hf_hgnet
 tests/test_hgnet_v2.py)."""
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
-from .preprocessing import RESNET_PREPROCESSING
+from .preprocessing import RESNET_PREPROCESSING, RT_DETR_PREPROCESSING
+
+# D-FINE's HGNetV2 backbones, as transformers' convert_d_fine_original_pytorch_checkpoint_to_hf.py sets them from
+# DFineConfig's (stages 2-4) for dfine_{n,s,m,l,x}_*; the light ones stage the learnable affine blocks. The fields
+# the modules never read (hidden_sizes, embedding_size) are stated as the config.json holds them: transformers
+# reports `channels` from them.
+_D_FINE_LIGHT = dict(hidden_sizes=[128, 256, 512, 1024], stem_channels=[3, 16, 16], stage_in_channels=[16, 64, 256, 512],
+                     stage_mid_channels=[16, 32, 64, 128], stage_out_channels=[64, 256, 512, 1024],
+                     stage_num_blocks=[1, 1, 2, 1], stage_numb_of_layers=[3, 3, 3, 3], use_learnable_affine_block=True)
+_D_FINE = {
+    "nano": dict(_D_FINE_LIGHT, out_indices=[3, 4]),
+    "small": _D_FINE_LIGHT,
+    "medium": dict(hidden_sizes=[192, 384, 768, 1536], stem_channels=[3, 24, 32], stage_in_channels=[32, 96, 384, 768],
+                   stage_mid_channels=[32, 64, 128, 256], stage_out_channels=[96, 384, 768, 1536],
+                   stage_num_blocks=[1, 1, 3, 1], stage_numb_of_layers=[4, 4, 4, 4], use_learnable_affine_block=True),
+    "large": {},  # HGNetV2Config's defaults: B4
+    "xlarge": dict(stem_channels=[3, 32, 64], stage_in_channels=[64, 128, 512, 1024],
+                   stage_mid_channels=[64, 128, 256, 512], stage_out_channels=[128, 512, 1024, 2048],
+                   stage_num_blocks=[1, 2, 5, 2]),
+}
+
+
+def _d_fine(size: str) -> dict:
+    return {"embedding_size": 32, "out_indices": [2, 3, 4], "freeze_batch_norm": True, **_D_FINE[size]}
+
 
 CHECKPOINTS = {
     # HGNetV2Config's defaults are this repo's B4 layout. Its preprocessor_config.json is not stated in transformers'
     # sources; the ImageNet classifier default (as microsoft/resnet-*) is assumed.
     "ustc-community/hgnet-v2": KnownCheckpoint("hgnet_v2", {}, RESNET_PREPROCESSING),
+    # The detectors' backbones, as loading the detector gives them (BatchNorm frozen), with its RTDetrImageProcessor.
+    **{f"ustc-community/dfine-{size}-coco": KnownCheckpoint("hgnet_v2", _d_fine(size), RT_DETR_PREPROCESSING)
+       for size in _D_FINE},
+    "ustc-community/dfine-small-obj365": KnownCheckpoint("hgnet_v2", _d_fine("small"), RT_DETR_PREPROCESSING),
+    "ustc-community/dfine-medium-obj2coco": KnownCheckpoint("hgnet_v2", _d_fine("medium"), RT_DETR_PREPROCESSING),
 }
 
 FAMILY = Family(

@@ -14,3 +14,15 @@ DINOV3_PREPROCESSING = {"image_processor_type": "DINOv3ViTImageProcessorFast", "
                         "do_rescale": True, "do_resize": True, "input_data_format": None, "resample": 2,
                         "rescale_factor": 1 / 255, "return_tensors": None, "size": {"height": 224, "width": 224},
                         **IMAGENET}
+# The detectors' RTDetrImageProcessor() (640 x 640 bilinear, rescale to [0, 1], no normalisation, no padding), as
+# transformers' convert_rt_detr_original_pytorch_checkpoint_to_hf.py and convert_d_fine_..._to_hf.py save it for
+# PekingU/rtdetr_*, PekingU/rtdetr_v2_* and ustc-community/dfine-*.
+RT_DETR_PREPROCESSING = {"image_processor_type": "RTDetrImageProcessor", "do_convert_annotations": True,
+                         "do_normalize": False, "do_pad": False, "do_rescale": True, "do_resize": True,
+                         "format": "coco_detection", "resample": 2, "rescale_factor": 1 / 255,
+                         "size": {"height": 640, "width": 640}, **IMAGENET}
+# DETR-style detectors: their processor's defaults (shortest edge 800, longest 1333, bilinear, ImageNet
+# normalisation, padding with a pixel mask), as transformers' DETR conversion scripts build it (`format` aside).
+DETR_PREPROCESSING = {"image_processor_type": "DetrImageProcessor", "do_normalize": True, "do_pad": True,
+                      "do_rescale": True, "do_resize": True, "format": "coco_detection", "resample": 2,
+                      "rescale_factor": 1 / 255, "size": {"shortest_edge": 800, "longest_edge": 1333}, **IMAGENET}

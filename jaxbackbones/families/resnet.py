@@ -2,23 +2,28 @@
 (`models/resnet.py`, `models/timm/resnet.py`, `convert/hf_resnet.py`, `convert/hf_rt_detr_resnet.py`,
 `convert/timm_resnet.py`, tests/test_resnet.py, test_rt_detr_resnet.py, test_timm.py).
 
-The RT-DETR rows are the `backbone_config` of the detectors PekingU/rtdetr_r{18,34,50,101}vd (their `config.json` is
-an `rt_detr` model holding it; the weights sit under the detector's `model.backbone.model.` prefix), with the
-detector's resize to 640x640 and rescale to [0, 1] (RTDetrImageProcessor, no normalisation) stated as the
-ViTImageProcessor that does the same to an image.
+The RT-DETR rows are the `backbone_config` of the detectors PekingU/rtdetr_r{18,34,50,101}vd and
+PekingU/rtdetr_v2_r{18,34,50,101}vd (their `config.json` is an `rt_detr` / `rt_detr_v2` model holding it; the weights
+sit under the detector's `model.backbone.model.` prefix; transformers' conversion scripts state the sizes), as loading
+the detector gives it: stages 2-4, BatchNorm frozen; with the detector's RTDetrImageProcessor.
+
+The DETR rows are the timm ResNets DETR-style detectors build from `use_timm_backbone` + `backbone` (`timm_backbone`
+configs, as `heads.py` derives them: DETR's stages 1-4, Deformable DETR's 2-4, DC5's output stride 16), BatchNorm
+frozen, with the detector's processor.
 """
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
-from .preprocessing import RESNET_PREPROCESSING
+from .preprocessing import DETR_PREPROCESSING, RESNET_PREPROCESSING, RT_DETR_PREPROCESSING
 
 _BASIC = dict(layer_type="basic", hidden_sizes=[64, 128, 256, 512])
 _RESNET18 = dict(**_BASIC, depths=[2, 2, 2, 2])
 
-_RT_DETR_BASIC = dict(layer_type="basic", hidden_sizes=[64, 128, 256, 512])
-RT_DETR_PREPROCESSING = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
-                         "size": {"height": 640, "width": 640}, "resample": 2, "do_rescale": True,
-                         "rescale_factor": 1 / 255, "do_normalize": False, "image_mean": [0.485, 0.456, 0.406],
-                         "image_std": [0.229, 0.224, 0.225]}
+# RTDetrConfig's and RTDetrV2Config's backbone_config: RTDetrResNetConfig with stages 2-4; frozen as the head runs it.
+_RT_DETR = dict(out_indices=[2, 3, 4], freeze_batch_norm=True)
+_RT_DETR_SIZES = {"r18vd": dict(layer_type="basic", hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2]),
+                  "r34vd": dict(layer_type="basic", hidden_sizes=[64, 128, 256, 512], depths=[3, 4, 6, 3]),
+                  "r50vd": {},
+                  "r101vd": dict(depths=[3, 4, 23, 3])}
 
 CHECKPOINTS = {
     "microsoft/resnet-18": KnownCheckpoint("resnet", _RESNET18, RESNET_PREPROCESSING),
@@ -26,12 +31,20 @@ CHECKPOINTS = {
     "microsoft/resnet-50": KnownCheckpoint("resnet", {}, RESNET_PREPROCESSING),
     "microsoft/resnet-101": KnownCheckpoint("resnet", dict(depths=[3, 4, 23, 3]), RESNET_PREPROCESSING),
     "microsoft/resnet-152": KnownCheckpoint("resnet", dict(depths=[3, 8, 36, 3]), RESNET_PREPROCESSING),
-    "PekingU/rtdetr_r18vd": KnownCheckpoint("rt_detr_resnet", dict(**_RT_DETR_BASIC, depths=[2, 2, 2, 2]),
-                                            RT_DETR_PREPROCESSING),
-    "PekingU/rtdetr_r34vd": KnownCheckpoint("rt_detr_resnet", dict(**_RT_DETR_BASIC, depths=[3, 4, 6, 3]),
-                                            RT_DETR_PREPROCESSING),
-    "PekingU/rtdetr_r50vd": KnownCheckpoint("rt_detr_resnet", {}, RT_DETR_PREPROCESSING),
-    "PekingU/rtdetr_r101vd": KnownCheckpoint("rt_detr_resnet", dict(depths=[3, 4, 23, 3]), RT_DETR_PREPROCESSING),
+    **{f"PekingU/rtdetr_{version}{size}": KnownCheckpoint("rt_detr_resnet", {**_RT_DETR, **config},
+                                                             RT_DETR_PREPROCESSING)
+       for version in ("", "v2_") for size, config in _RT_DETR_SIZES.items()},
+    **{repo: KnownCheckpoint("timm_backbone", dict(backbone=backbone, use_pretrained_backbone=False,
+                                                   freeze_batch_norm_2d=True, **options),
+                             {**DETR_PREPROCESSING, "image_processor_type": processor})
+       for repo, backbone, options, processor in (
+           ("facebook/detr-resnet-50", "resnet50", dict(out_indices=[1, 2, 3, 4]), "DetrImageProcessor"),
+           ("facebook/detr-resnet-101", "resnet101", dict(out_indices=[1, 2, 3, 4]), "DetrImageProcessor"),
+           ("facebook/detr-resnet-50-dc5", "resnet50", dict(out_indices=[1, 2, 3, 4], output_stride=16),
+            "DetrImageProcessor"),
+           ("microsoft/conditional-detr-resnet-50", "resnet50", dict(out_indices=[1, 2, 3, 4]),
+            "ConditionalDetrImageProcessor"),
+           ("SenseTime/deformable-detr", "resnet50", dict(out_indices=[2, 3, 4]), "DeformableDetrImageProcessor"))},
 }
 
 FAMILY = Family(

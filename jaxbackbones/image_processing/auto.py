@@ -20,6 +20,11 @@ PROCESSOR_CLASSES: dict[str, str] = {
     "DINOv3ViTImageProcessor": "hf_processors",
     "SegformerImageProcessor": "segformer",
     "PvtImageProcessor": "segformer",
+    "DetrImageProcessor": "detr",
+    "ConditionalDetrImageProcessor": "detr",
+    "DeformableDetrImageProcessor": "detr",
+    "GroundingDinoImageProcessor": "detr",
+    "RTDetrImageProcessor": "detr",
 }
 
 

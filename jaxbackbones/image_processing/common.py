@@ -291,13 +291,20 @@ def _preprocess(processor: Any, images: Any, overrides: dict, data_format: str, 
     """What every processor's `__call__` does: check the call, apply per-call overrides, run `_process` on each
     image as an (H, W, C) array, batch."""
     _check_call_args(data_format, return_tensors, input_data_format)
+    _, pixels = _processed_images(processor, images, overrides, input_data_format)
+    return _batch(pixels, data_format, return_tensors)
+
+
+def _processed_images(processor: Any, images: Any, overrides: dict,
+                      input_data_format: str | None) -> tuple[Any, list[np.ndarray]]:
+    """The processor with the call's overrides, and each image run through its `_process` as an (H, W, C) array."""
     options = _with_overrides(processor, overrides)
     convert_rgb = getattr(options, "do_convert_rgb", True)  # timm's transform has no switch: always RGB
     array_to_rgb = getattr(options, "_array_to_rgb", None)  # a processor with its own rule for arrays
     pixels = [options._process(_to_array(image, convert_rgb=convert_rgb, input_data_format=input_data_format,
                                          array_to_rgb=array_to_rgb))
               for image in _flatten_images(images)]
-    return _batch(pixels, data_format, return_tensors)
+    return options, pixels
 
 
 def _option_names(cls: type) -> list[str]:
