@@ -38,6 +38,8 @@ class Head:
     adapt: what the head does to the backbone config it states before building it (MaskFormer's Swin), or None.
     tables: backbone model_type -> the mapping table (a `registry.resolve` reference) of the layout the head saves
         that backbone in, where it is not the family's own (MaskFormer's MaskFormerSwinBackbone).
+    wraps_timm: the head config is the timm model's own config (`architecture`, `pretrained_cfg`, ...), as
+        transformers' TimmWrapper writes it; the backbone is that timm architecture.
     """
 
     prefixes: tuple[str, ...]
@@ -46,6 +48,7 @@ class Head:
     freeze_batch_norm: bool | str = False
     adapt: object = None
     tables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    wraps_timm: bool = False
 
     def freezes_batch_norm(self, config: Mapping) -> bool:
         if isinstance(self.freeze_batch_norm, str):
@@ -103,6 +106,9 @@ HEADS: dict[str, Head] = {
     "rt_detr_v2": Head(_RT_DETR, "rt_detr_resnet", freeze_batch_norm=_FREEZE_KEY),
     "d_fine": Head(_RT_DETR, "hgnet_v2", freeze_batch_norm=_FREEZE_KEY),
     "deimv2": Head(_DEIMV2, "hgnet_v2", freeze_batch_norm=_FREEZE_KEY),
+    # TimmWrapperModel / TimmWrapperForImageClassification's save_pretrained: timm's config with this model_type, its
+    # weights under `timm_model.` (the classifier's among them, ignored as timm's layout ignores it).
+    "timm_wrapper": Head(("timm_model.",), "resnet50", wraps_timm=True),
 }
 
 
@@ -129,7 +135,11 @@ def backbone_config_dict(config: Mapping, where: str, load_config_dict) -> tuple
     head_type = config["model_type"]
     head = HEADS[head_type]
     timm_layout = head.timm_out_indices is not None and config.get("use_timm_backbone", True)
-    if config.get("backbone_config") is not None:
+    if head.wraps_timm:
+        # without model_type, `architecture` makes it a timm config; timm's own keys are kept as timm's are
+        backbone = {key: value for key, value in config.items()
+                    if key not in ("model_type", "architectures", "transformers_version")}
+    elif config.get("backbone_config") is not None:
         backbone = dict(config["backbone_config"])
     elif config.get("backbone") and timm_layout:
         backbone = _timm_backbone_config(head, config)

@@ -23,7 +23,7 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     from . import AutoBackbone, AutoConfig, checkpoint, heads, hub
 
     config = AutoConfig.from_pretrained(converted_dir)
-    timm_source = config.model_type == "timm_backbone"
+    timm_source = config.model_type == "timm_backbone"  # timm's hub layout, or transformers' TimmWrapper
     library = "timm" if timm_source else "transformers"
     try:
         import torch
@@ -38,7 +38,10 @@ def verify(source: str, revision: str | None, converted_dir, *, rtol: float = FL
     # The reference library reads the source's weight files itself: they pass jaxbackbones' checks first.
     weights = hub.resolve_weight_files(source, revision=revision)
     head = heads.HEADS.get(hub.load_config_dict(source, revision=revision).get("model_type"))
-    if head is not None:  # the head's backbone, its stages as the head selects them
+    if head is not None and head.wraps_timm:  # TimmWrapper: timm's model itself, its weights unwrapped
+        ours = AutoBackbone.from_pretrained(converted_dir, out_indices=stages)
+        reference = _timm_wrapper_reference(ours, source, revision, stages)
+    elif head is not None:  # the head's backbone, its stages as the head selects them
         ours = AutoBackbone.from_pretrained(converted_dir)
         reference = _head_reference(source, revision, head)
     else:
@@ -125,3 +128,19 @@ def _timm_reference(ours, source, weights, stages):
     return timm.create_model(config.backbone, pretrained=True, features_only=True, out_indices=tuple(stages),
                              pretrained_cfg_overlay=dict(file=str(weights[0])),
                              **{**config.model_args, "in_chans": config.num_channels}).eval()
+
+
+def _timm_wrapper_reference(ours, source, revision, stages):
+    """timm's `features_only` model of a TimmWrapper checkpoint, with the weights transformers' TimmWrapperModel
+    loads (its `timm_model`'s, the classifier aside)."""
+    import timm
+    import transformers
+
+    wrapped = transformers.TimmWrapperModel.from_pretrained(source, revision=revision).timm_model.state_dict()
+    config = ours.config
+    reference = timm.create_model(config.backbone, pretrained=False, features_only=True, out_indices=tuple(stages),
+                                  **{**config.model_args, "in_chans": config.num_channels}).eval()
+    missing, _ = reference.load_state_dict(wrapped, strict=False)
+    if missing:
+        raise ValueError(f"{source}: the wrapped timm model lacks {missing[:5]}...")
+    return reference

@@ -277,3 +277,31 @@ def test_tools_on_a_head_repo(name, tmp_path, hub_cache, capsys):
                                       pretrained_cfg_overlay=dict(file=str(exported / "model.safetensors"))).eval()(x)
     for want, got in zip(expected, found, strict=True):  # DETR's FrozenBatchNorm2d rounds unlike BatchNorm2d
         assert (want - got).abs().max() <= 1e-6 * want.abs().max()
+
+
+def test_timm_wrapper_checkpoint_gives_its_timm_backbone(tmp_path, hub_cache, capsys):
+    """transformers' TimmWrapper (`timm_wrapper`: timm's config, weights under `timm_model.`) gives the timm
+    architecture's backbone, equal to timm's `features_only` model with the wrapped weights; convert --verify too."""
+    import timm
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    config = transformers.TimmWrapperConfig(architecture="resnet18", num_labels=3)
+    torch_model = randomize_torch_module(transformers.TimmWrapperForImageClassification(config).eval(), seed=6)
+    repo = "test-org/timm-wrapper"
+    torch_model.save_pretrained(tmp_path / repo)
+    write_to_hub_cache(tmp_path / repo, repo)
+    assert json.loads((tmp_path / repo / "config.json").read_text())["model_type"] == "timm_wrapper"
+
+    model, report = AutoBackbone.from_pretrained(repo, output_loading_info=True)
+    assert type(model) is TimmBackbone and model.config.backbone == "resnet18" and report.ok
+    assert not report.initialized and {"fc.weight", "fc.bias"} <= set(report.ignored)
+    reference = timm.create_model("resnet18", features_only=True, out_indices=tuple(model.out_indices)).eval()
+    wrapped = {key: value for key, value in torch_model.timm_model.state_dict().items() if not key.startswith("fc.")}
+    reference.load_state_dict(wrapped)  # strict: every tensor of the features_only model
+    x = np.random.RandomState(1).randn(1, 3, 45, 61).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x))
+    check_maps(expected, model(jnp.asarray(nhwc(x))).feature_maps, model.out_features)
+
+    assert cli.main(["convert", repo, str(tmp_path / "native"), "--verify"]) == 0
+    assert "OK: worst relative difference" in capsys.readouterr().out
