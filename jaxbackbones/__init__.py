@@ -23,6 +23,8 @@ from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
 from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
 from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
+from .models.vitdet import SamVisionBackbone, VitDetBackbone
+from .models.vitdet_configs import SamConfig, SamVisionConfig, VitDetConfig
 from .necks import FPN
 from .training import trainable_filter
 
@@ -69,4 +71,9 @@ __all__ = [
     "SwinConfig",
     "TimmBackbone",
     "TimmBackboneConfig",
+    "SamConfig",
+    "SamVisionBackbone",
+    "SamVisionConfig",
+    "VitDetBackbone",
+    "VitDetConfig",
 ]
