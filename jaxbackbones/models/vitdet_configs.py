@@ -204,7 +204,8 @@ class SamConfig(SamVisionConfig):
 
     def __init__(self, vision_config: dict | None = None, **kwargs):
         vision = dict(vision_config or {})
-        flat = {key: kwargs.pop(key) for key in list(kwargs) if key in self.defaults}
+        # SamConfig's own `initializer_range` (the prompt encoder's and mask decoder's) stays at the top level
+        flat = {key: kwargs.pop(key) for key in list(kwargs) if key in self.defaults and key != "initializer_range"}
         top = {key: kwargs.pop(key) for key in list(kwargs) if key in _TOP_LEVEL}
         self._top_extra = kwargs  # prompt_encoder_config, mask_decoder_config, initializer_range, architectures...
         vision.pop("model_type", None)
