@@ -103,6 +103,8 @@ HEADS: dict[str, Head] = {
     "rt_detr_v2": Head(_RT_DETR, "rt_detr_resnet", freeze_batch_norm=_FREEZE_KEY),
     "d_fine": Head(_RT_DETR, "hgnet_v2", freeze_batch_norm=_FREEZE_KEY),
     "deimv2": Head(_DEIMV2, "hgnet_v2", freeze_batch_norm=_FREEZE_KEY),
+    # ViTMatte (hustvl/vitmatte-*): a ViTDet over image + trimap (4 channels)
+    "vitmatte": Head(("backbone.",), "vitdet"),
 }
 
 
