@@ -25,7 +25,7 @@ from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBa
 from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
 from .models.vitdet import SamVisionBackbone, VitDetBackbone
 from .models.vitdet_configs import SamConfig, SamVisionConfig, VitDetConfig
-from .necks import FPN
+from .necks import FPN, SimpleFeaturePyramid
 from .training import trainable_filter
 
 __version__ = "0.1.0"
@@ -53,6 +53,7 @@ __all__ = [
     "Dinov2WithRegistersBackbone",
     "Dinov2WithRegistersConfig",
     "FPN",
+    "SimpleFeaturePyramid",
     "HGNetV2Backbone",
     "HGNetV2Config",
     "PretrainedConfig",
