@@ -325,3 +325,30 @@ def test_timm_samvit_parity_through_the_hub(name, sizes, tmp_path, hub_cache):
     for key, tensor in source.state_dict().items():
         if not key.startswith(("neck", "head")):
             assert torch.equal(tensor, reloaded.state_dict()[key]), key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SAM's image processor
+
+
+def test_sam_image_processor_is_bit_exact_with_transformers_pil_backend(tmp_path):
+    from PIL import Image
+
+    from jaxbackbones.image_processing import AutoImageProcessor, SamImageProcessor
+
+    transformers.SamImageProcessorPil().save_pretrained(tmp_path)
+    ours = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(ours) is SamImageProcessor and ours.size == {"longest_edge": 1024}
+    theirs = transformers.SamImageProcessorPil()
+    rng = np.random.RandomState(0)
+    # landscape, portrait, extreme strips, exact, larger than 1024, rounding half up (333 * 1024 / 777 = 438.9)
+    for height, width in [(480, 640), (640, 480), (1, 1000), (999, 3), (1024, 1024), (2000, 1500), (333, 777),
+                          (17, 1023)]:
+        image = Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))
+        expected = np.asarray(theirs(image, return_tensors="np")["pixel_values"])
+        np.testing.assert_array_equal(nhwc(expected), ours(image)["pixel_values"], err_msg=f"{height}x{width}")
+    small = dict(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    images = [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(30, 50), (70, 20)]]
+    expected = np.asarray(transformers.SamImageProcessorPil(**small)(images, return_tensors="np")["pixel_values"])
+    np.testing.assert_array_equal(expected, SamImageProcessor(**small)(images, data_format="channels_first")
+                                  ["pixel_values"])
