@@ -121,8 +121,8 @@ def test_vitdet_config_round_trip_and_errors(tmp_path):
     assert all(ours[key] == value for key, value in written.items() if key not in ("out_features", "out_indices"))
     theirs = transformers.VitDetConfig.from_dict(ours)
     assert theirs.window_block_indices == [0, 2] and theirs.out_indices == [1, 3]
-    with pytest.raises(ValueError, match="window_block_indices must be block indices"):
-        VitDetConfig(num_hidden_layers=2, window_block_indices=[2])
+    with pytest.raises(ValueError, match="window_block_indices must be a list of block indices"):
+        VitDetConfig(num_hidden_layers=2, window_block_indices=[-1])
     with pytest.raises(ValueError, match="square one"):
         VitDetConfig(pretrain_image_size=[224, 160])
 
@@ -243,8 +243,8 @@ def test_sam_config_round_trip_and_export(small_sam, tmp_path):
     reloaded = transformers.SamModel.from_pretrained(tmp_path / "torch").eval()
     for key, tensor in small_sam.vision_encoder.state_dict().items():
         assert torch.equal(tensor, reloaded.vision_encoder.state_dict()[key]), key
-    with pytest.raises(ValueError, match="global_attn_indexes must be block indices"):
-        SamConfig(global_attn_indexes=[12])
+    with pytest.raises(ValueError, match="global_attn_indexes must be a list of block indices"):
+        SamConfig(global_attn_indexes=["2"])
     with pytest.raises(ValueError, match="interpolate_pos_encoding must be True or False"):
         SamConfig(interpolate_pos_encoding="yes")
 

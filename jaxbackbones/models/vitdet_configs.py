@@ -65,8 +65,10 @@ class _WindowedViTConfig(BackboneConfigMixin, PretrainedConfig):
         if isinstance(indices, tuple):
             indices = list(indices)
             setattr(self, name, indices)
-        if any(not isinstance(i, int) or not 0 <= i < self.num_hidden_layers for i in indices):
-            raise ValueError(f"{name} must be block indices in [0, {self.num_hidden_layers}), got {indices}")
+        # transformers asks `i in indices` for each block: an index past the last block selects nothing
+        if not isinstance(indices, list) or any(not isinstance(i, int) or isinstance(i, bool) or i < 0
+                                                for i in indices):
+            raise ValueError(f"{name} must be a list of block indices (ints >= 0), got {indices!r}")
 
     @property
     def input_size(self) -> tuple[int, int]:
