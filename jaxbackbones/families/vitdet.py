@@ -63,10 +63,11 @@ FAMILY = Family(
         "sam": dict(model_type="sam", **_SAM_SMALL, interpolate_pos_encoding=True, out_features=["stage2", "neck"]),
         "sam_vision_model": dict(model_type="sam_vision_model", **_SAM_SMALL, attention_dropout=0.1,
                                  interpolate_pos_encoding=True),
-        # timm's layout: its LayerNorm eps, antialiased position resampling, no neck; drop path, dropout
+        # timm's layout: its LayerNorm eps, antialiased position resampling, no neck; drop path, dropout. Patch 1:
+        # timm refuses inputs that are not a multiple of the patch, and the every-family tests run odd sizes
         "timm_samvit": dict(model_type="timm_backbone", backbone="samvit_base_patch16", out_indices=[0, 2],
-                            model_args=dict(embed_dim=16, depth=3, num_heads=2, img_size=64, patch_size=8,
-                                            window_size=3, global_attn_indexes=[1], drop_path_rate=0.1,
+                            model_args=dict(embed_dim=16, depth=3, num_heads=2, img_size=12, patch_size=1,
+                                            window_size=5, global_attn_indexes=[1], drop_path_rate=0.1,
                                             proj_drop_rate=0.1)),
     },
     benchmarks={
