@@ -27,7 +27,7 @@ from jaxbackbones import (
 )
 from jaxbackbones.auto import FAMILIES, export_pretrained
 from jaxbackbones.checkpoint import flat_state, load_converted
-from jaxbackbones.layers import linear_resize_matrix, relative_positions
+from jaxbackbones.layers import linear_resize_matrix, relative_positions, rewrites
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -163,6 +163,17 @@ def test_sam_model_checkpoint_parity(small_sam):
     references = [*expected.hidden_states, nhwc(expected.last_hidden_state.numpy())]
     for name, theirs, mine in zip(SAM_STAGES, references, ours, strict=True):
         assert_parity(np.asarray(theirs), mine, name=name)
+    # the plain attention (GPU and TPU: jax.nn.dot_product_attention with the relative positions as its bias), and
+    # the explicit one that returns the attention probabilities (transformers': (windows * heads, T, T))
+    with rewrites.override("per_head_attention", False):
+        plain = nnx.jit(lambda model, x: model(x).feature_maps)(model, nhwc(x))
+    for name, theirs, mine in zip(SAM_STAGES, references, plain, strict=True):
+        assert_parity(np.asarray(theirs), mine, name=f"plain attention {name}")
+    with torch.no_grad():
+        attentions = small_sam.vision_encoder(torch.from_numpy(x), output_attentions=True).attentions
+    ours = model(nhwc(x), output_attentions=True).attentions
+    for theirs, mine in zip(attentions, ours, strict=True):
+        assert_parity(theirs.numpy(), np.asarray(mine).reshape(theirs.shape))
     # the default selection is the image embedding, SamModel's `get_image_embeddings`
     default = AutoBackbone.from_pretrained("test-org/sam-small")
     default.eval()
