@@ -209,18 +209,19 @@ class SamConfig(SamVisionConfig):
         # SamConfig's own `initializer_range` (the prompt encoder's and mask decoder's) stays at the top level
         flat = {key: kwargs.pop(key) for key in list(kwargs) if key in self.defaults and key != "initializer_range"}
         top = {key: kwargs.pop(key) for key in list(kwargs) if key in _TOP_LEVEL}
-        self._top_extra = kwargs  # prompt_encoder_config, mask_decoder_config, initializer_range, architectures...
+        # the rest (prompt_encoder_config, mask_decoder_config, initializer_range, architectures...) is kept in
+        # `extra`, top-level keys of config.json as for every config
         vision.pop("model_type", None)
         vision.update(flat)
         if "interpolate_pos_encoding" in vision:
             top.setdefault("interpolate_pos_encoding", vision.pop("interpolate_pos_encoding"))
         fields = {key: vision.pop(key) for key in list(vision) if key in self.defaults}
         self._vision_extra = vision  # keys of vision_config this config does not model
-        super().__init__(**fields, **top)
+        super().__init__(**fields, **top, **kwargs)
 
     def to_dict(self) -> dict:
-        flat = super().to_dict()
-        vision = {**self._vision_extra, **{name: flat.pop(name) for name in self.defaults}}
+        output = super().to_dict()
+        vision = {**self._vision_extra, **{name: output.pop(name) for name in self.defaults}}
         vision["model_type"] = SamVisionConfig.model_type
-        output = {**self._top_extra, **flat, "vision_config": vision}
+        output["vision_config"] = vision
         return output
