@@ -16,10 +16,9 @@ Quirks, from transformers' `models/vitdet/modeling_vitdet.py`, `models/sam/model
   (`layers.relative_positions`) and gathered at q - k; the bias `q . R_h + q . R_w` uses the unscaled queries.
 - absolute positions: ViTDet's embedding is (1, 1 + gh * gw, C) over a class token position (never used) and the
   `pretrain_image_size` grid, resampled with bicubic (`antialias=False`) when the input grid differs. SAM's is
-  (1, gh, gw, C);
-  transformers' SAM refuses any input but `image_size` (our default too, with the same message); with the config's
-  `interpolate_pos_encoding=True`, and in timm, it is resampled with antialiased bicubic (timm's
-  `resample_abs_pos_embed_nhwc`).
+  (1, gh, gw, C); transformers' SAM refuses any input but `image_size` (our default too, with the same message);
+  with the config's `interpolate_pos_encoding=True`, and in timm, it is resampled with antialiased bicubic (timm's
+  `resample_abs_pos_embed_nhwc`), and the global blocks' relative tables as above (transformers' own code would).
 - inputs that are not a multiple of the patch: transformers' convolution drops the remainder; timm refuses them.
 - stages: `stem` the embedded map, `stageK` the output of block K (after its residual block); SAM's `neck` the image
   embedding. No final norm. Stochastic depth grows linearly over the blocks (ViTDet, timm); SAM has none.

@@ -217,11 +217,13 @@ class SamConfig(SamVisionConfig):
             top.setdefault("interpolate_pos_encoding", vision.pop("interpolate_pos_encoding"))
         fields = {key: vision.pop(key) for key in list(vision) if key in self.defaults}
         self._vision_extra = vision  # keys of vision_config this config does not model
-        super().__init__(**fields, **top, **kwargs)
+        super().__init__(**fields, **top)
+        self.extra.update(kwargs)  # (`initializer_range` here is SamConfig's, the field is the encoder's)
 
     def to_dict(self) -> dict:
         output = super().to_dict()
         vision = {**self._vision_extra, **{name: output.pop(name) for name in self.defaults}}
         vision["model_type"] = SamVisionConfig.model_type
+        output.update({key: value for key, value in self.extra.items() if key in self.defaults})
         output["vision_config"] = vision
         return output
