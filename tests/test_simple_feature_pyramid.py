@@ -72,31 +72,34 @@ def _reference(sfp, x):
 
 
 def _randomized(sfp, seed=0):
+    """Every parameter drawn anew (norm scales around 1), in place; `sfp` may be abstract (`nnx.eval_shape`: building
+    it eagerly would draw each initial value in an op of its own)."""
     rng = np.random.RandomState(seed)
     for path, variable in flat_state(sfp).items():
         scale = 1.0 if path.endswith("scale") else 0.3
-        variable[...] = jnp.asarray(rng.randn(*variable.shape) * scale + (1.0 if path.endswith("scale") else 0.0),
-                                    jnp.float32)
+        variable.set_value(jnp.asarray(rng.randn(*variable.shape) * scale + (1.0 if path.endswith("scale") else 0.0),
+                                       jnp.float32))
     return sfp
 
 
 def test_levels_shapes_and_numpy_reference():
-    sfp = _randomized(SimpleFeaturePyramid(8, 6, rngs=nnx.Rngs(0)))
+    sfp = _randomized(nnx.eval_shape(lambda: SimpleFeaturePyramid(8, 6, rngs=nnx.Rngs(0))))
     x = np.random.RandomState(1).randn(2, 5, 7, 8)
     with jax.default_matmul_precision("highest"):
-        ours = nnx.jit(lambda sfp, x: sfp(x))(sfp, jnp.asarray(x, jnp.float32))
+        ours = sfp(jnp.asarray(x, jnp.float32))
     assert [o.shape for o in ours] == [(2, 20, 28, 6), (2, 10, 14, 6), (2, 5, 7, 6), (2, 2, 3, 6)]
     for level, (expected, mine) in enumerate(zip(_reference(sfp, x), ours, strict=True)):
         error = np.abs(expected - np.asarray(mine)).max() / np.abs(expected).max()
         assert error < 1e-5, (level, error)
     # channels_first in and out, a subset of the levels
-    first = SimpleFeaturePyramid(8, 6, scales=(2.0, 0.5), data_format="channels_first", rngs=nnx.Rngs(0))
+    first = _randomized(nnx.eval_shape(lambda: SimpleFeaturePyramid(8, 6, scales=(2.0, 0.5),
+                                                                    data_format="channels_first", rngs=nnx.Rngs(0))))
     assert [o.shape for o in first(jnp.zeros((1, 8, 4, 6)))] == [(1, 6, 8, 12), (1, 6, 2, 3)]
 
 
 def test_one_pixel_by_hand():
     """One channel, one pixel: the 2x level's transposed convolution spreads it over a 2x2 block as its kernel."""
-    sfp = SimpleFeaturePyramid(4, 1, scales=(2.0,), rngs=nnx.Rngs(0))
+    sfp = _randomized(nnx.eval_shape(lambda: SimpleFeaturePyramid(4, 1, scales=(2.0,), rngs=nnx.Rngs(0))))
     up = sfp.ups[0][0]
     up.kernel[...] = jnp.zeros((2, 2, 4, 2)).at[:, :, 0, 0].set(jnp.array([[1.0, 2.0], [3.0, 4.0]]))
     up.bias[...] = jnp.array([0.5, -1.0])
@@ -114,12 +117,12 @@ def test_gradients_reach_every_parameter_on_a_vit():
                                   out_features=["stage2"])
     vit = AutoBackbone.from_config(config, rngs=nnx.Rngs(0))
     vit.eval()
-    sfp = _randomized(SimpleFeaturePyramid(vit.channels[0], 8, rngs=nnx.Rngs(1)), seed=2)
-    x = jnp.asarray(np.random.RandomState(3).randn(2, 32, 32, 3), jnp.float32)
+    sfp = _randomized(nnx.eval_shape(lambda: SimpleFeaturePyramid(vit.channels[0], 8, rngs=nnx.Rngs(1))), seed=2)
+    features = vit(jnp.asarray(np.random.RandomState(3).randn(2, 32, 32, 3), jnp.float32))
 
     def loss(sfp):
         weights = jnp.arange(1.0, 5.0)
-        return sum(w * jnp.mean(jnp.sin(3.0 * y)) for w, y in zip(weights, sfp(vit(x))))
+        return sum(w * jnp.mean(jnp.sin(3.0 * y)) for w, y in zip(weights, sfp(features)))
 
     grads = nnx.jit(nnx.grad(loss))(sfp)
     for path, gradient in nnx.to_flat_state(grads):
@@ -132,7 +135,7 @@ def test_errors():
         SimpleFeaturePyramid(8, 4, scales=(3.0,), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="divisible by 4"):
         SimpleFeaturePyramid(6, 4, rngs=nnx.Rngs(0))
-    sfp = SimpleFeaturePyramid(8, 4, rngs=nnx.Rngs(0))
+    sfp = nnx.eval_shape(lambda: SimpleFeaturePyramid(8, 4, rngs=nnx.Rngs(0)))  # the checks come before any compute
     with pytest.raises(ValueError, match="built for a map of 8 channels"):
         sfp(jnp.zeros((1, 4, 4, 6)))
     with pytest.raises(ValueError, match="takes one map"):
