@@ -183,6 +183,14 @@ def test_sam_model_checkpoint_parity(small_sam):
     assert_parity(nhwc(embedding), forward_features(default, nhwc(x))[0])
 
 
+def test_convert_verify_on_a_sam_repo(small_sam, tmp_path, capsys):
+    from jaxbackbones import cli
+
+    assert cli.main(["convert", "test-org/sam-small", str(tmp_path / "native"), "--verify"]) == 0
+    output = capsys.readouterr().out
+    assert "OK: worst relative difference" in output and "neck" in output and "stage3" in output
+
+
 def test_sam_refuses_other_sizes_and_interpolates_as_timm_on_request(small_sam):
     from timm.layers import resample_abs_pos_embed_nhwc
 
