@@ -189,6 +189,8 @@ def test_convert_verify_on_a_sam_repo(small_sam, tmp_path, capsys):
     assert cli.main(["convert", "test-org/sam-small", str(tmp_path / "native"), "--verify"]) == 0
     output = capsys.readouterr().out
     assert "OK: worst relative difference" in output and "neck" in output and "stage3" in output
+    assert cli.main(["info", str(tmp_path / "native")]) == 0
+    assert "model_type   sam" in capsys.readouterr().out
 
 
 def test_sam_refuses_other_sizes_and_interpolates_as_timm_on_request(small_sam):
