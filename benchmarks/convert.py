@@ -32,6 +32,13 @@ CHECKPOINTS = {
     "pvt_v2_b2": ("PvtV2Config", "PvtV2ForImageClassification",
                   dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3])),
 }
+# Run only when named (`--models sam_huge`): SAM ViT-H's SamModel checkpoint (641M parameters, 2.6 GB), of which the
+# image encoder (632M) is converted and loaded.
+LARGE_CHECKPOINTS = {
+    "sam_huge": ("SamConfig", "SamModel", dict(vision_config=dict(hidden_size=1280, num_hidden_layers=32,
+                                                                   num_attention_heads=16,
+                                                                   global_attn_indexes=[7, 15, 23, 31]))),
+}
 
 
 def resident_bytes() -> int:
@@ -82,6 +89,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated subset of {sorted(CHECKPOINTS)} and {sorted(LARGE_CHECKPOINTS)} "
+                             "(default: the former)")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure)))
@@ -93,10 +103,14 @@ def main():
 
     rows = {}
     with tempfile.TemporaryDirectory() as workdir:
-        for name, (config_name, model_name, kwargs) in CHECKPOINTS.items():
+        known = {**CHECKPOINTS, **LARGE_CHECKPOINTS}
+        names = args.models.split(",") if args.models else list(CHECKPOINTS)
+        for name in names:
+            config_name, model_name, kwargs = known[name]
             torch_dir, native_dir = Path(workdir) / f"{name}-torch", Path(workdir) / f"{name}-native"
             model = getattr(transformers, model_name)(getattr(transformers, config_name)(**kwargs))
             model.save_pretrained(torch_dir)
+            del model
             AutoBackbone.from_pretrained(torch_dir, cache_conversion=False).save_pretrained(native_dir)
             size = sum(path.stat().st_size for path in torch_dir.glob("*.safetensors"))
             row = {"checkpoint_bytes": size}
@@ -115,7 +129,8 @@ def main():
               f"{row['convert_peak_over_checkpoint']:>9.2f} {row['native_load_s']:>13.2f} "
               f"{row['native_load_peak_over_checkpoint']:>9.2f}")
     date = datetime.date.today().isoformat()
-    output = args.output or Path(__file__).parent / "results" / f"{date}-conversion-cpu.json"
+    suffix = f"-{args.models.replace(',', '-')}" if args.models else ""
+    output = args.output or Path(__file__).parent / "results" / f"{date}-conversion-cpu{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"date": date, "results": rows}, indent=2) + "\n")
     print(f"wrote {output}")

@@ -3,6 +3,7 @@
     python benchmarks/sharded_loading.py                     # Swin-L (197M parameters), transformers layout
     python benchmarks/sharded_loading.py --model vit_large                   # DINOv2 ViT-L/14 (304M parameters)
     python benchmarks/sharded_loading.py --model swin_base --shard-size 100MB
+    python benchmarks/sharded_loading.py --model sam_huge --shard-size 500MB  # SAM ViT-H (SamModel checkpoint)
 
 Writes the model's checkpoint with random weights in the hub's layout (`save_pretrained`: one `model.safetensors`,
 and a sharded copy with `model.safetensors.index.json`), then loads each, in a fresh process with
@@ -45,6 +46,10 @@ MODELS = {
     "vit_large": ("Dinov2Config", "Dinov2Model", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                                                       patch_size=14, image_size=518)),
     "resnet50": ("ResNetConfig", "ResNetForImageClassification", {}),
+    # facebook/sam-vit-huge's layout: a SamModel, whose image encoder (ViT-H, 632M of its 641M parameters) is loaded
+    "sam_huge": ("SamConfig", "SamModel", dict(vision_config=dict(hidden_size=1280, num_hidden_layers=32,
+                                                                   num_attention_heads=16,
+                                                                   global_attn_indexes=[7, 15, 23, 31]))),
 }
 LOADS = {
     "mesh": ("model.safetensors, straight onto the mesh", "single"),

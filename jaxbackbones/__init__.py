@@ -23,7 +23,9 @@ from .models.swin import SwinBackbone, SwinConfig
 from .models.timm import TimmBackbone, TimmBackboneConfig
 from .models.vit import DINOv3ViTBackbone, Dinov2Backbone, Dinov2WithRegistersBackbone
 from .models.vit_configs import DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig
-from .necks import FPN
+from .models.vitdet import SamVisionBackbone, VitDetBackbone
+from .models.vitdet_configs import SamConfig, SamVisionConfig, VitDetConfig
+from .necks import FPN, SimpleFeaturePyramid
 from .training import trainable_filter
 
 __version__ = "0.1.0"
@@ -51,6 +53,7 @@ __all__ = [
     "Dinov2WithRegistersBackbone",
     "Dinov2WithRegistersConfig",
     "FPN",
+    "SimpleFeaturePyramid",
     "HGNetV2Backbone",
     "HGNetV2Config",
     "PretrainedConfig",
@@ -69,4 +72,9 @@ __all__ = [
     "SwinConfig",
     "TimmBackbone",
     "TimmBackboneConfig",
+    "SamConfig",
+    "SamVisionBackbone",
+    "SamVisionConfig",
+    "VitDetBackbone",
+    "VitDetConfig",
 ]

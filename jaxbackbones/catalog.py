@@ -75,7 +75,7 @@ def stages(config: PretrainedConfig) -> list[tuple[str, int, int]]:
     if isinstance(depths, list) and depths:
         config = type(config).from_dict(config.to_dict(), depths=[1] * len(depths))
     layers = getattr(config, "num_hidden_layers", None)
-    if isinstance(layers, int) and layers > 1:
+    if isinstance(layers, int) and layers > 1 and len(config.stage_names) == layers + 1:  # (SAM adds its neck)
         one_layer = {**config.to_dict(), "num_hidden_layers": 1, "out_features": None, "out_indices": None}
         stem, (_, channels, reduction) = _traced_stages(type(config).from_dict(one_layer))
         return [stem] + [(name, channels, reduction) for name in config.stage_names[1:]]

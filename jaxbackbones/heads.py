@@ -109,6 +109,8 @@ HEADS: dict[str, Head] = {
     # TimmWrapperModel / TimmWrapperForImageClassification's save_pretrained: timm's config with this model_type, its
     # weights under `timm_model.` (the classifier's among them, ignored as timm's layout ignores it).
     "timm_wrapper": Head(("timm_model.",), "resnet50", wraps_timm=True),
+    # ViTMatte (hustvl/vitmatte-*): a ViTDet over image + trimap (4 channels)
+    "vitmatte": Head(("backbone.",), "vitdet"),
 }
 
 

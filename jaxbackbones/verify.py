@@ -89,6 +89,9 @@ def _transformers_reference(ours, source, revision, stages):
     from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
     model_type = ours.config.model_type
+    if model_type in ("sam", "sam_vision_model"):  # SAM's image encoder, its neck the last stage
+        model_class = getattr(transformers, "SamModel" if model_type == "sam" else "SamVisionModel")
+        return _SamEncoderMaps(model_class.from_pretrained(source, revision=revision).vision_encoder.eval())
     if not _has_transformers_backbone(model_type):  # the model class export writes for it (SegformerModel)
         from .auto import FAMILIES
 
@@ -96,6 +99,23 @@ def _transformers_reference(ours, source, revision, stages):
             source, revision=revision).eval()
     backbone_class = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[model_type])
     return backbone_class.from_pretrained(source, revision=revision, out_indices=stages).eval()
+
+
+def _SamEncoderMaps(encoder):
+    """transformers' `SamVisionEncoder` as a reference of every stage: its hidden states (the embedding and each
+    block, NHWC there) and the neck's output, as a list of NCHW maps."""
+    import torch
+
+    class SamEncoderMaps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, pixel_values, **_):  # (verify asks a model without a backbone class for hidden states)
+            output = self.encoder(pixel_values, output_hidden_states=True)
+            return [h.permute(0, 3, 1, 2) for h in output.hidden_states] + [output.last_hidden_state]
+
+    return SamEncoderMaps().eval()
 
 
 def _head_reference(source, revision, head):

@@ -25,7 +25,12 @@ TRANSFORMERS_CONFIGS = {
     "rt_detr_resnet": transformers.RTDetrResNetConfig,
     "segformer": transformers.SegformerConfig, "pvt_v2": transformers.PvtV2Config,
     "timm_backbone": transformers.TimmBackboneConfig,
+    "vitdet": transformers.VitDetConfig,
+    # a SamModel config; its encoder's fields are the vision_config's
+    "sam": lambda **vision: transformers.SamConfig(vision_config=vision),
 }
+# model types no hub checkpoint has: transformers publishes SAM as SamModel (`sam`) only
+WITHOUT_HUB_CHECKPOINTS = {"sam_vision_model"}
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
 # (all but 7B).
@@ -49,13 +54,16 @@ def timm_equivalent(name: str) -> str | None:
             return template.format(repo.removeprefix(prefix).split("-")[0])
     if repo.startswith("dinov3-vit"):
         return _DINOV3_TIMM[repo.removeprefix("dinov3-").split("-")[0]]
+    if repo.startswith("sam-vit-"):
+        return f"samvit_{repo.removeprefix('sam-vit-')}_patch16"
     if name.startswith(("nvidia/mit-", "OpenGVLab/pvt_v2_")):  # MiT has PVTv2's shape (its MLP ratios aside)
         return "pvt_v2_" + name.replace("-", "_").split("_")[-1]
     return None
 
 
 NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
-                      if known.model_type not in ("resnet", "swin", "rt_detr_resnet", "timm_backbone"))
+                      if known.model_type not in ("resnet", "swin", "rt_detr_resnet", "timm_backbone",
+                                                  "vitdet"))  # (timm has no ViTMatte)
 # The smallest checkpoint of each family, built in full (abstractly) and run.
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
@@ -98,7 +106,7 @@ def test_every_family_and_timm_architecture_is_listed():
     assert set(listing) == set(FAMILIES)
     assert set(listing["timm_backbone"]) >= set(supported_architectures())
     for model_type, names in listing.items():
-        assert names != [model_type], f"{model_type} has no known checkpoint"
+        assert (names == [model_type]) == (model_type in WITHOUT_HUB_CHECKPOINTS), f"{model_type}: {names}"
         for name in names:
             assert catalog.config_of_listing(model_type, name).model_type == model_type
 
@@ -123,8 +131,10 @@ def test_known_checkpoints_are_valid_transformers_configs(name, tmp_path):
     theirs = TRANSFORMERS_CONFIGS[known.model_type](**known.config)
     # the stage selection and training switches too: head backbones state theirs (stages, frozen BatchNorm)
     fields = [*type(ours).defaults, *getattr(type(ours), "training_defaults", {}), "out_indices"]
-    assert ours == AutoConfig.for_model(known.model_type, **{
-        key: value for key, value in theirs.to_dict().items() if key in fields})
+    stated = theirs.vision_config.to_dict() if known.model_type == "sam" else theirs.to_dict()
+    stated = {key: value for key, value in stated.items() if key in fields}
+    assert ours == AutoConfig.for_model(known.model_type, **(
+        {"vision_config": stated} if known.model_type == "sam" else stated))
     # the config.json transformers writes for these values reads into the same config
     (tmp_path / "config.json").write_text(theirs.to_json_string())
     hub = AutoConfig.from_pretrained(tmp_path)
@@ -157,6 +167,14 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
             list(spec.depths), list(spec.embed_dims), list(spec.num_heads), list(spec.sr_ratios))
         if config.model_type == "pvt_v2":
             assert config.mlp_ratios == list(spec.mlp_ratios)
+    elif spec.family == "samvit":  # the same windowed ViT; timm's blocks have torch's default LayerNorm eps
+        ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
+        fields = ("embed_dim", "depth", "num_heads", "patch_size", "mlp_hidden", "window_size", "windowed", "rel_pos",
+                  "rel_pos_grid", "pos_grid", "pos_antialias")
+        assert {field: getattr(ours, field) for field in fields} == {field: getattr(spec.layout(), field)
+                                                                     for field in fields}
+        assert (config.output_channels, stages[-1][0]) == (spec.neck_chans, "neck")
+        stages = stages[:-1]
     else:
         ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
         assert {field: getattr(ours, field) for field in VIT_FIELDS} == {

@@ -14,7 +14,7 @@ import transformers
 from helpers import check_maps, nhwc, randomize_torch_module, write_to_hub_cache
 
 from jaxbackbones import (AutoBackbone, AutoConfig, ConvNextBackbone, Dinov2Backbone, HGNetV2Backbone,
-                          ResNetBackbone, SwinBackbone, TimmBackbone, cli, heads, training)
+                          ResNetBackbone, SwinBackbone, TimmBackbone, VitDetBackbone, cli, heads, training)
 from jaxbackbones.heads import HEAD_KEY
 
 SWIN = dict(embed_dim=32, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=4,
@@ -137,9 +137,20 @@ def deimv2():
         transformers.Deimv2Config(backbone_config=transformers.HGNetV2Config(**HGNET), **RT_DETR))
 
 
+def vitmatte():
+    # hustvl/vitmatte-*'s layout: image + trimap in, windowed blocks with relative positions and residual blocks
+    backbone = transformers.VitDetConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, num_channels=4, image_size=48,
+        pretrain_image_size=32, window_size=3, window_block_indices=[0, 2], residual_block_indices=[1, 3],
+        use_relative_position_embeddings=True, out_features=["stage4"])
+    return transformers.VitMatteForImageMatting(transformers.VitMatteConfig(
+        backbone_config=backbone, hidden_size=32, convstream_hidden_sizes=[8, 16, 24],
+        fusion_hidden_sizes=[16, 8, 8, 8]))
+
+
 HEADS = {build.__name__: build for build in (
     mask2former, maskformer, oneformer, upernet, dpt, depth_anything, grounding_dino, detr, conditional_detr,
-    deformable_detr, table_transformer, rt_detr, rt_detr_v2, d_fine, deimv2)}
+    deformable_detr, table_transformer, rt_detr, rt_detr_v2, d_fine, deimv2, vitmatte)}
 # what each head gives by default: its backbone class, and whether it freezes the backbone's BatchNorm
 EXPECTED = {"mask2former": (SwinBackbone, False), "maskformer": (SwinBackbone, False),
             "oneformer": (SwinBackbone, False), "upernet": (ConvNextBackbone, False),
@@ -148,7 +159,7 @@ EXPECTED = {"mask2former": (SwinBackbone, False), "maskformer": (SwinBackbone, F
             "conditional_detr": (ResNetBackbone, True), "deformable_detr": (TimmBackbone, True),
             "table_transformer": (TimmBackbone, True), "rt_detr": (ResNetBackbone, True),
             "rt_detr_v2": (ResNetBackbone, True), "d_fine": (HGNetV2Backbone, True),
-            "deimv2": (HGNetV2Backbone, True)}
+            "deimv2": (HGNetV2Backbone, True), "vitmatte": (VitDetBackbone, False)}
 
 
 def torch_backbone(torch_model) -> torch.nn.Module:
@@ -178,7 +189,7 @@ def test_head_checkpoint_gives_the_heads_backbone(name, tmp_path, hub_cache):
     assert type(model) is backbone_class and training._freeze_batch_norm(model.config) is frozen
     reference_backbone = torch_backbone(torch_model)
     size = (56, 63) if isinstance(model, Dinov2Backbone) else (45, 61)
-    x = np.random.RandomState(1).randn(1, 3, *size).astype(np.float32)
+    x = np.random.RandomState(1).randn(1, model.config.num_channels, *size).astype(np.float32)
     with torch.no_grad():
         expected = reference_backbone(torch.from_numpy(x))
     expected = expected.feature_maps if hasattr(expected, "feature_maps") else expected

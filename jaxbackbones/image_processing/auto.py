@@ -25,6 +25,7 @@ PROCESSOR_CLASSES: dict[str, str] = {
     "DeformableDetrImageProcessor": "detr",
     "GroundingDinoImageProcessor": "detr",
     "RTDetrImageProcessor": "detr",
+    "SamImageProcessor": "sam",
 }
 
 

@@ -1,5 +1,5 @@
 """Position information for transformer tokens: bicubic resampling of learned position embeddings (torch's
-`F.interpolate`), DINOv3's 2-D rotary positions. Relative position biases (Swin, SAM, Hiera) belong here too.
+`F.interpolate`), DINOv3's 2-D rotary positions, decomposed relative positions (SAM, ViTDet; torch's linear resampling).
 Each matches the torch op it replaces (tests/test_vit_layers.py)."""
 
 from __future__ import annotations
@@ -157,3 +157,49 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     rotated = jnp.concatenate([-patches[..., half:], patches[..., :half]], axis=-1)
     patches = patches * cos[None, :, None] + rotated * sin[None, :, None]
     return jnp.concatenate([x[:, :prefix], patches.astype(x.dtype)], axis=1)
+
+
+@functools.lru_cache(maxsize=256)
+def linear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """The (out_size, in_size) float32 matrix of torch's 1-D `F.interpolate(mode="linear", align_corners=False)`.
+
+    torch's kernel (`upsample_linear1d`), in float32: the source coordinate `max(scale * (i + 0.5) - 0.5, 0)` with
+    `scale = in / out`, its two neighbours `floor` and `floor + 1` (the last index repeats at the edge), weights
+    `1 - l` and `l` for the fraction `l`.
+    """
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    matrix = np.zeros((out_size, in_size), f32)
+    for i in range(out_size):
+        source = max(f32(scale * f32(f32(i) + f32(0.5))) - f32(0.5), f32(0))
+        first = int(source)
+        second = first + (1 if first < in_size - 1 else 0)
+        fraction = f32(min(max(source - f32(first), f32(0)), f32(1)))
+        matrix[i, first] += f32(1) - fraction
+        matrix[i, second] += fraction
+    return matrix
+
+
+def relative_position_indices(q_size: int, k_size: int) -> np.ndarray:
+    """(q_size, k_size) int indices into a (2 * max(q, k) - 1)-row relative position table, as SAM's and ViTDet's
+    `get_rel_pos` compute them (float32 coordinates, the shorter side stretched, truncated to int)."""
+    f32 = np.float32
+    q_scale, k_scale = f32(max(k_size / q_size, 1.0)), f32(max(q_size / k_size, 1.0))
+    q_coords = np.arange(q_size, dtype=f32)[:, None] * q_scale
+    k_coords = np.arange(k_size, dtype=f32)[None, :] * k_scale
+    return ((q_coords - k_coords) + f32(k_size - 1) * k_scale).astype(np.int64)
+
+
+def relative_positions(table: jax.Array, q_size: int, k_size: int) -> jax.Array:
+    """(q_size, k_size, C) float32: the decomposed relative position embedding of one axis (MViTv2, SAM, ViTDet).
+
+    `table` (L, C) is resampled to 2 * max(q, k) - 1 rows with torch's linear interpolation (`linear_resize_matrix`)
+    when it has another length (SAM's transformers code resamples always, which at the same length is the identity),
+    then gathered at `relative_position_indices`.
+    """
+    length = 2 * max(q_size, k_size) - 1
+    table = table.astype(jnp.float32)
+    if table.shape[0] != length:
+        matrix = jnp.asarray(linear_resize_matrix(table.shape[0], length))
+        table = jnp.einsum("ol,lc->oc", matrix, table, precision=jax.lax.Precision.HIGHEST)
+    return table[relative_position_indices(q_size, k_size)]
