@@ -113,6 +113,12 @@ class HieraConfig(BackboneConfigMixin, PretrainedConfig):
             if self.masked_unit_size[axis] % self.query_stride[axis] ** (stages - 1):
                 raise ValueError(f"masked_unit_size {self.masked_unit_size} must be divisible by query_stride "
                                  f"{self.query_stride} raised to the number of stages - 1 ({stages - 1})")
+        grid = [i // s for i, s in zip(self.image_size, self.patch_stride)]
+        if any(g % m for g, m in zip(grid, self.masked_unit_size)):
+            raise ValueError(f"image_size {self.image_size} gives a {grid[0]}x{grid[1]} token grid, which the "
+                             f"masked_unit_size {self.masked_unit_size} does not tile; Hiera needs image_size a multiple "
+                             f"of patch_stride * masked_unit_size = "
+                             f"{[s * m for s, m in zip(self.patch_stride, self.masked_unit_size)]}")
         for i, heads in enumerate(self.num_heads):
             if heads < 1 or self.stage_dims[i] % heads:
                 raise ValueError(f"stage{i + 1} has {self.stage_dims[i]} channels, which num_heads[{i}]={heads} "
@@ -126,6 +132,10 @@ class HieraConfig(BackboneConfigMixin, PretrainedConfig):
         verify_training_fields(self)
         if not isinstance(self.transformers_backbone_token_order, bool):
             raise ValueError("transformers_backbone_token_order must be True or False")
+
+    def to_dict(self) -> dict:
+        """The config's dict with `hidden_size` (the last stage's width), as transformers writes it."""
+        return {**super().to_dict(), "hidden_size": self.hidden_size}
 
     @property
     def stage_dims(self) -> list[int]:

@@ -1,0 +1,42 @@
+"""Hiera (facebook/hiera-*-224-hf, transformers' layout; timm's `hiera_*`) and SAM2's HieraDet image encoder (timm's
+`sam2_hiera_*`; transformers' `sam2` checkpoints, with the FPN neck): `models/hiera.py`, `models/hieradet.py`,
+`models/timm/hiera.py`, `convert/hf_hiera.py`, `convert/timm_hiera.py`, `convert/hf_sam2.py`, tests/test_hiera.py."""
+
+from ..registry import Family, KnownCheckpoint, ModelType
+from .preprocessing import IMAGENET
+
+# facebook/hiera-*-224-hf (and the -mae-hf repos): BitImageProcessor(size={"shortest_edge": 256}, bicubic, ImageNet
+# mean and std; its default centre crop of 224), as convert_hiera_to_hf.py saves it.
+HIERA_PREPROCESSING = {"image_processor_type": "BitImageProcessor", "crop_size": {"height": 224, "width": 224},
+                       "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
+                       "do_resize": True, "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": 256},
+                       **IMAGENET}
+# Hiera sizes, as convert_hiera_to_hf.py states them (the paper's Table 2).
+_HIERA_SIZES = {
+    "tiny": dict(depths=[1, 2, 7, 2]),
+    "small": dict(depths=[1, 2, 11, 2]),
+    "base": {},
+    "base-plus": dict(embed_dim=112, num_heads=[2, 4, 8, 16]),
+    "large": dict(embed_dim=144, num_heads=[2, 4, 8, 16], depths=[2, 6, 36, 4]),
+    "huge": dict(embed_dim=256, num_heads=[4, 8, 16, 32], depths=[2, 6, 36, 4]),
+}
+
+CHECKPOINTS = {
+    **{f"facebook/hiera-{size}-224-hf": KnownCheckpoint("hiera", config, HIERA_PREPROCESSING)
+       for size, config in _HIERA_SIZES.items()},
+}
+
+FAMILY = Family(
+    model_types={
+        "hiera": ModelType("models.hiera:HieraConfig", "models.hiera:HieraBackbone", "convert.hf_hiera:table_for",
+                           "HieraBackbone"),
+    },
+    checkpoints=CHECKPOINTS,
+    examples={
+        # mask units on in stage 2 only, a stage without pooling (num_query_pool=2), drop path, 64x32 input
+        "hiera": dict(model_type="hiera", embed_dim=8, depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
+                      image_size=[64, 32], masked_unit_attention=[False, True, False, False], num_query_pool=2,
+                      drop_path_rate=0.1, out_indices=[0, 1, 2, 3, 4]),
+    },
+    benchmarks={},
+)
