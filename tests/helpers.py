@@ -18,7 +18,8 @@ PARITY_RTOL = 1e-5
 
 # Learned tokens and position embeddings (any rank): drawn at unit scale, not at a fan-in scale that would make a
 # (1, 1370, 384) position embedding ~1e-3 and let a wrong resampling hide under the parity bound.
-EMBEDDING_NAMES = ("cls_token", "reg_token", "register_tokens", "mask_token", "position_embeddings", "pos_embed")
+EMBEDDING_NAMES = ("cls_token", "reg_token", "register_tokens", "mask_token", "position_embeddings", "pos_embed",
+                   "pos_embed_win", "pos_embed_window")
 
 
 def randomize_torch_module(module, seed: int = 0):
