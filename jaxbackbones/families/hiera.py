@@ -2,7 +2,7 @@
 `sam2_hiera_*`; transformers' `sam2` checkpoints, with the FPN neck): `models/hiera.py`, `models/hieradet.py`,
 `models/timm/hiera.py`, `convert/hf_hiera.py`, `convert/timm_hiera.py`, `convert/hf_sam2.py`, tests/test_hiera.py."""
 
-from ..registry import Family, KnownCheckpoint, ModelType
+from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
 from .preprocessing import IMAGENET
 
 # facebook/hiera-*-224-hf (and the -mae-hf repos): BitImageProcessor(size={"shortest_edge": 256}, bicubic, ImageNet
@@ -30,7 +30,14 @@ FAMILY = Family(
     model_types={
         "hiera": ModelType("models.hiera:HieraConfig", "models.hiera:HieraBackbone", "convert.hf_hiera:table_for",
                            "HieraBackbone"),
+        # export writes Sam2Model's checkpoint, the vision encoder only (transformers initialises the rest).
+        "sam2": ModelType("models.hieradet:Sam2VisionConfig", "models.hieradet:Sam2VisionBackbone",
+                          "convert.hf_sam2:TABLE", "Sam2Model"),
     },
+    timm={"hiera": TimmLayout("models.timm.hiera:HieraSpec", "models.timm.hiera:HIERA_ARCHITECTURES",
+                              "convert.timm_hiera:table_for"),
+          "hieradet": TimmLayout("models.timm.hiera:HieraDetSpec", "models.timm.hiera:HIERADET_ARCHITECTURES",
+                                 "convert.timm_hiera:table_for")},
     checkpoints=CHECKPOINTS,
     examples={
         # mask units on in stage 2 only, a stage without pooling (num_query_pool=2), drop path, 64x32 input
