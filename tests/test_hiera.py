@@ -225,3 +225,146 @@ def test_wrong_sizes_and_checkpoints():
     wider = HieraConfig(**{**kwargs, "embed_dim": 16})
     with pytest.raises(CheckpointMismatchError, match=r"(?s)shape mismatches.*position_embeddings"):
         load_converted(lambda: HieraBackbone(wider, rngs=nnx.Rngs(0)), state, FAMILIES["hiera"].table_for(wider))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# timm's layouts: Hiera (plain and abswin) and HieraDet (SAM2's trunk), features_only parity through the hub cache
+
+TIMM_SMALL = {
+    "hiera_tiny_224": (dict(embed_dim=8, stages=(1, 2, 1, 1), img_size=(64, 96)), [(64, 96)]),
+    # abswin position embedding (antialiased bicubic + tiled window), layer scale, max+mean widening, no pooling at
+    # the last stage
+    "hiera_small_abswin_256": (dict(embed_dim=8, stages=(1, 1, 2, 1), img_size=(96, 64), global_pos_size=(5, 7),
+                                    q_pool=2, mask_unit_attn=(True, False, True, False)), [(96, 64)]),
+    # per-stage windows (padded: 6 does not divide the third stage's map), a global block, layer scale, drop path
+    # off in eval; any size timm accepts, non-square
+    "sam2_hiera_tiny": (dict(embed_dim=8, stages=(1, 2, 2, 1), global_att_blocks=(4,), window_spec=(4, 2, 6, 3),
+                             global_pos_size=(5, 3), init_values=0.1, drop_path_rate=0.2), [(64, 96), (160, 32)]),
+}
+
+
+def timm_pair(name, kwargs, tmp_path, seed):
+    """A randomized timm model saved by `save_for_hf` into the hub cache and loaded by repo id; timm's features_only
+    model with the same weights."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    full = randomize_torch_module(timm.create_model(name, **kwargs).eval(), seed=seed)
+    features = timm.create_model(name, features_only=True, **kwargs).eval()
+    features.load_state_dict({f"model.{k}": v for k, v in full.state_dict().items() if not k.startswith("head.")})
+    save_for_hf(full, tmp_path / name, safe_serialization=True)
+    repo = f"timm/{name}.test"
+    write_to_hub_cache(tmp_path / name, repo)
+    model, report = AutoBackbone.from_pretrained(repo, out_indices=[0, 1, 2, 3], output_loading_info=True)
+    assert report.ok and not report.initialized and all(key.startswith("head.") for key in report.ignored)
+    assert model.stage_names == [info["module"] for info in features.feature_info.get_dicts()]
+    return full, features, model
+
+
+forward_features = nnx.jit(lambda model, x: model(x).feature_maps)
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_SMALL))
+def test_timm_features_only_parity(name, tmp_path, hub_cache):
+    kwargs, sizes = TIMM_SMALL[name]
+    full, features, model = timm_pair(name, kwargs, tmp_path, seed=6)
+    for height, width in sizes:
+        x = pixels(2, height, width, seed=7)
+        with torch.no_grad():
+            expected = [nhwc(f.numpy()) for f in features(torch.from_numpy(x))]
+        errors = check_all(expected, forward_features(model, nhwc(x)), model.stage_names)
+        print(f"\ntimm {name} {height}x{width}: worst relative error {max(errors):.2e}")
+    if name.startswith("sam2"):
+        with pytest.raises(ValueError, match=r"grid must be a multiple of 4 in both directions; this input gives 15x16.*multiples of 16x16 pixels"):
+            forward_features(model, jnp.zeros((1, 60, 64, 3)))
+    else:
+        with pytest.raises(ValueError, match="runs at"):
+            model(jnp.zeros((1, 32, 32, 3)))
+
+
+def test_timm_export_round_trip(tmp_path, hub_cache):
+    import timm
+    from safetensors.numpy import load_file
+
+    kwargs, _ = TIMM_SMALL["hiera_small_abswin_256"]
+    full, _, model = timm_pair("hiera_small_abswin_256", kwargs, tmp_path, seed=8)
+    model.save_pretrained(tmp_path / "native")
+    export_pretrained(tmp_path / "native", tmp_path / "torch")
+    original = load_file(tmp_path / "hiera_small_abswin_256" / "model.safetensors")
+    exported = load_file(tmp_path / "torch" / "model.safetensors")
+    assert original.keys() == exported.keys()
+    assert all(np.array_equal(original[key], exported[key]) for key in original if not key.startswith("head."))
+    timm.create_model("hiera_small_abswin_256", **kwargs).load_state_dict(
+        {key: torch.from_numpy(value) for key, value in exported.items()})  # strict
+
+
+def test_full_size_sam2_hiera_tiny_timm_parity_non_square(tmp_path, hub_cache):
+    """timm's sam2_hiera_tiny at full size, its position embedding resized to a 256x384 input's 64x96 token grid."""
+    _, features, model = timm_pair("sam2_hiera_tiny", {}, tmp_path, seed=9)
+    x = pixels(1, 256, 384, seed=9)
+    with torch.no_grad():
+        expected = [nhwc(f.numpy()) for f in features(torch.from_numpy(x))]
+    errors = check_all(expected, forward_features(model, nhwc(x)), model.stage_names)
+    assert model.channels == [96, 192, 384, 768] and model.reductions == (4, 8, 16, 32)
+    print(f"\nsam2_hiera_tiny 256x384: worst relative error {max(errors):.2e}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# transformers' SAM2: the vision encoder of Sam2Model, trunk and FPN neck
+
+SAM2_TRUNK = dict(model_type="sam2_hiera_det_model", hidden_size=8, blocks_per_stage=[1, 2, 2, 1],
+                  embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 2, 2],
+                  window_size_per_stage=[4, 2, 6, 3], global_attention_blocks=[4],
+                  window_positional_embedding_background_size=[5, 3])
+SAM2_VISION = dict(backbone_config=SAM2_TRUNK, backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=16)
+SAM2_STAGES = ["stage1", "stage2", "stage3", "stage4", "fpn1", "fpn2", "fpn3"]
+
+
+def test_sam2_vision_encoder_parity_and_export(tmp_path, hub_cache):
+    """A randomized Sam2Model through the hub: the default output is the vision encoder's `fpn_hidden_states`; the
+    trunk's stages are its `intermediate_hidden_states`; export reloads into Sam2Model's vision encoder bit for bit."""
+    source = randomize_torch_module(transformers.Sam2Model(transformers.Sam2Config(vision_config=SAM2_VISION)).eval(),
+                                    seed=10)
+    save_to_hub(source, tmp_path, "test-org/sam2-tiny")
+    model, report = AutoBackbone.from_pretrained("test-org/sam2-tiny", output_loading_info=True)
+    assert report.ok and not report.initialized and report.ignored
+    assert all(not key.startswith(("vision_encoder.backbone.", "vision_encoder.neck.")) for key in report.ignored)
+    assert model.out_features == ["fpn1", "fpn2", "fpn3"] and model.channels == [16, 16, 16]
+    for height, width in [(160, 64)]:
+        x = pixels(2, height, width, seed=11)
+        with torch.no_grad():
+            vision = source.vision_encoder(torch.from_numpy(x))
+            trunk = source.vision_encoder.backbone(torch.from_numpy(x)).intermediate_hidden_states
+        out = forward_all(model, nhwc(x))
+        check_all([nhwc(f.numpy()) for f in vision.fpn_hidden_states], out.feature_maps, model.out_features)
+        errors = check_all([t.numpy() for t in trunk] + [nhwc(f.numpy()) for f in vision.fpn_hidden_states],
+                           out.hidden_states, SAM2_STAGES, "hidden state")
+        print(f"\nsam2 {height}x{width}: worst relative error {max(errors):.2e}")
+    trunk_only, _ = AutoBackbone.from_pretrained("test-org/sam2-tiny", out_features=["stage2", "stage4"],
+                                                 output_loading_info=True)
+    assert trunk_only.channels == [16, 64] and trunk_only.reductions[:4] == (4, 8, 16, 32)
+    with pytest.raises(ValueError, match="multiple of 4 in both directions"):
+        forward_features(model, jnp.zeros((1, 64, 72, 3)))
+    with pytest.raises(ValueError, match=r"stage3's 4x5 map .* stage4's 2x2 map.*multiples of 32"):
+        forward_features(model, jnp.zeros((1, 64, 80, 3)))  # traced, not run
+
+    model.save_pretrained(tmp_path / "native")
+    export_pretrained(tmp_path / "native", tmp_path / "torch")
+    assert json.loads((tmp_path / "torch" / "config.json").read_text())["architectures"] == ["Sam2Model"]
+    reloaded = transformers.Sam2Model.from_pretrained(tmp_path / "torch").eval()
+    for key, tensor in source.vision_encoder.state_dict().items():
+        assert torch.equal(tensor, reloaded.vision_encoder.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("vision, match", [
+    (dict(SAM2_VISION, backbone_channel_list=[8, 16, 32, 64]), "backbone_channel_list"),
+    (dict(SAM2_VISION, num_feature_levels=5), "num_feature_levels"),
+    (dict(SAM2_VISION, backbone_config=dict(SAM2_TRUNK, num_attention_heads_per_stage=[1, 3, 2, 2])),
+     r"stage2 has 16 channels, which num_attention_heads_per_stage\[1\]=3"),
+    (dict(SAM2_VISION, backbone_config=dict(SAM2_TRUNK, model_type="hiera")), "sam2_hiera_det_model trunk only"),
+])
+def test_sam2_config_rejects_bad_values(vision, match):
+    from jaxbackbones.models.hieradet import Sam2VisionConfig
+
+    with pytest.raises(ValueError, match=match):
+        Sam2VisionConfig(vision_config=vision)

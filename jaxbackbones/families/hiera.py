@@ -44,6 +44,20 @@ FAMILY = Family(
         "hiera": dict(model_type="hiera", embed_dim=8, depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
                       image_size=[64, 32], masked_unit_attention=[False, True, False, False], num_query_pool=2,
                       drop_path_rate=0.1, out_indices=[0, 1, 2, 3, 4]),
+        # per-stage windows (one that pads), a global block; the trunk's stages and the neck's levels
+        "sam2": dict(model_type="sam2", out_features=["stage2", "stage4", "fpn1", "fpn2", "fpn3"], vision_config=dict(
+            backbone_config=dict(hidden_size=8, blocks_per_stage=[1, 2, 2, 1], embed_dim_per_stage=[8, 16, 32, 64],
+                                 num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[4, 2, 6, 3],
+                                 global_attention_blocks=[4], window_positional_embedding_background_size=[5, 3]),
+            backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=16)),
+        # abswin position embedding, layer scale, max+mean widening, drop path
+        "timm_hiera": dict(model_type="timm_backbone", backbone="hiera_small_abswin_256", out_indices=[0, 1, 2, 3],
+                           model_args={"embed_dim": 8, "stages": [1, 1, 2, 1], "img_size": [64, 64],
+                                       "global_pos_size": [5, 7], "drop_path_rate": 0.1}),
+        "timm_hieradet": dict(model_type="timm_backbone", backbone="sam2_hiera_tiny", out_indices=[0, 1, 2, 3],
+                              model_args={"embed_dim": 8, "stages": [1, 2, 2, 1], "global_att_blocks": [4],
+                                          "window_spec": [4, 2, 6, 3], "global_pos_size": [5, 3],
+                                          "init_values": 0.1, "drop_path_rate": 0.1}),
     },
     benchmarks={},
 )

@@ -303,6 +303,11 @@ class FpnNeck(nnx.Module):
         for i in range(n, -1, -1):
             lateral = self.convs[n - i](maps[i])
             if i in self.top_down_levels and i != n:
+                if tuple(lateral.shape[1:3]) != (2 * previous.shape[1], 2 * previous.shape[2]):
+                    raise ValueError(
+                        f"SAM2's FPN adds stage{i + 1}'s {lateral.shape[1]}x{lateral.shape[2]} map to the 2x upsampled "
+                        f"stage{i + 2}'s {previous.shape[1]}x{previous.shape[2]} map, which needs even maps: use an "
+                        "input whose height and width are multiples of 32 (SAM2's processor gives 1024x1024)")
                 up = jnp.repeat(jnp.repeat(previous, 2, axis=1), 2, axis=2)
                 previous = lateral + up.astype(lateral.dtype)
             else:

@@ -46,13 +46,14 @@ HIERA_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "hiera_base_abswin_256": dict(embed_dim=96, num_heads=1, stages=(2, 3, 16, 3), abs_win_pos_embed=True,
                                   init_values=1e-5, weight_init="jax"),
 }
-# name -> the keyword arguments timm's entrypoint (timm/models/hieradet_sam2.py) gives `HieraDet`.
+# name -> the keyword arguments timm's entrypoint (timm/models/hieradet_sam2.py) gives `HieraDet` (the SAM2 ones
+# with their default weights' `num_classes=0`: SAM2's trunk has no classifier).
 HIERADET_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "sam2_hiera_tiny": dict(stages=(1, 2, 7, 2), global_att_blocks=(5, 7, 9)),
-    "sam2_hiera_small": dict(stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13)),
-    "sam2_hiera_base_plus": dict(embed_dim=112, num_heads=2, global_pos_size=(14, 14)),
+    "sam2_hiera_tiny": dict(stages=(1, 2, 7, 2), global_att_blocks=(5, 7, 9), num_classes=0),
+    "sam2_hiera_small": dict(stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13), num_classes=0),
+    "sam2_hiera_base_plus": dict(embed_dim=112, num_heads=2, global_pos_size=(14, 14), num_classes=0),
     "sam2_hiera_large": dict(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
-                             window_spec=(8, 4, 16, 8)),
+                             window_spec=(8, 4, 16, 8), num_classes=0),
     "hieradet_small": dict(stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13), window_spec=(8, 4, 16, 8),
                            init_values=1e-5),
 }
