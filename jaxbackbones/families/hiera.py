@@ -21,9 +21,38 @@ _HIERA_SIZES = {
     "huge": dict(embed_dim=256, num_heads=[4, 8, 16, 32], depths=[2, 6, 36, 4]),
 }
 
+# facebook/sam2.1-hiera-*: Sam2ImageProcessorFast (a 1024x1024 bilinear resize, rescale, ImageNet normalisation), as
+# convert_sam2_to_hf.py saves it.
+SAM2_PREPROCESSING = {"image_processor_type": "Sam2ImageProcessorFast", "do_convert_rgb": True, "do_normalize": True,
+                      "do_rescale": True, "do_resize": True, "mask_size": {"height": 256, "width": 256},
+                      "resample": 2, "rescale_factor": 1 / 255, "size": {"height": 1024, "width": 1024}, **IMAGENET}
+# SAM2 trunks, as convert_sam2_to_hf.py states them (the vision configs' other fields at their defaults but the neck's
+# input widths, `backbone_channel_list`).
+_SAM2_SIZES = {
+    "tiny": {},
+    "small": dict(blocks_per_stage=[1, 2, 11, 2], global_attention_blocks=[7, 10, 13]),
+    "base-plus": dict(hidden_size=112, embed_dim_per_stage=[112, 224, 448, 896],
+                      num_attention_heads_per_stage=[2, 4, 8, 16], blocks_per_stage=[2, 3, 16, 3],
+                      global_attention_blocks=[12, 16, 20], window_positional_embedding_background_size=[14, 14]),
+    "large": dict(hidden_size=144, embed_dim_per_stage=[144, 288, 576, 1152],
+                  num_attention_heads_per_stage=[2, 4, 8, 16], blocks_per_stage=[2, 6, 36, 4],
+                  global_attention_blocks=[23, 33, 43], window_size_per_stage=[8, 4, 16, 8]),
+}
+
+
+def _sam2(size: str) -> dict:
+    trunk = _SAM2_SIZES[size]
+    vision = dict(backbone_config=dict(model_type="sam2_hiera_det_model", **trunk))
+    if "embed_dim_per_stage" in trunk:
+        vision["backbone_channel_list"] = trunk["embed_dim_per_stage"][::-1]
+    return dict(vision_config=vision)
+
+
 CHECKPOINTS = {
     **{f"facebook/hiera-{size}-224-hf": KnownCheckpoint("hiera", config, HIERA_PREPROCESSING)
        for size, config in _HIERA_SIZES.items()},
+    **{f"facebook/sam2.1-hiera-{size}": KnownCheckpoint("sam2", _sam2(size), SAM2_PREPROCESSING)
+       for size in _SAM2_SIZES},
 }
 
 FAMILY = Family(

@@ -20,6 +20,7 @@ PROCESSOR_CLASSES: dict[str, str] = {
     "DINOv3ViTImageProcessor": "hf_processors",
     "SegformerImageProcessor": "segformer",
     "PvtImageProcessor": "segformer",
+    "Sam2ImageProcessor": "sam2",
 }
 
 

@@ -210,9 +210,10 @@ def _pair_list(value) -> list[int]:
 
 
 class Sam2VisionConfig(BackboneConfigMixin, PretrainedConfig):
-    """transformers' Sam2Config (`model_type` "sam2"), read for its vision encoder: `vision_config` (Sam2VisionConfig's
-    fields, with the trunk's `backbone_config`: Sam2HieraDetConfig's), missing fields at transformers' defaults; the
-    prompt encoder's and mask decoder's configs are kept as they are and written back.
+    """transformers' Sam2Config (`model_type` "sam2"), read for its vision encoder: `vision_config` holds
+    Sam2VisionConfig's fields and the trunk's `backbone_config` (Sam2HieraDetConfig's fields), each completed with
+    transformers' defaults; the generic keys transformers writes into every sub-config (`id2label`, `dtype`, ...) are
+    dropped from them, and the prompt encoder's and mask decoder's configs are kept as they are and written back.
 
     `stage_names`: `stage1` ... `stage4` (the trunk) and `fpn1` ... `fpn{num_feature_levels}` (the neck's levels,
     finest first, as `fpn_hidden_states`); the default selection is the neck's levels.
@@ -221,17 +222,17 @@ class Sam2VisionConfig(BackboneConfigMixin, PretrainedConfig):
     model_type = "sam2"
     derived_keys = ("model_type", "stage_names")
     training_defaults: ClassVar[dict] = dict(TRAINING_DEFAULTS)
-    defaults: ClassVar[dict] = {"vision_config": None, "prompt_encoder_config": None, "mask_decoder_config": None,
-                                "initializer_range": 0.02}
+    defaults: ClassVar[dict] = {"vision_config": None, "initializer_range": 0.02}
 
     def __init__(self, out_features: list[str] | None = None, out_indices: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
-        vision = {**VISION_DEFAULTS, **copy.deepcopy(self.vision_config or {})}
-        trunk = vision.get("backbone_config") or {}
+        given = copy.deepcopy(self.vision_config or {})
+        trunk = given.get("backbone_config") or {}
         if trunk.get("model_type", "sam2_hiera_det_model") != "sam2_hiera_det_model":
             raise ValueError(f"vision_config.backbone_config has model_type {trunk['model_type']!r}; jaxbackbones "
                              "reads SAM2 vision encoders with a sam2_hiera_det_model trunk only")
-        vision["backbone_config"] = {**HIERA_DET_DEFAULTS, **trunk}
+        vision = {key: given.get(key, default) for key, default in VISION_DEFAULTS.items()}
+        vision["backbone_config"] = {key: trunk.get(key, default) for key, default in HIERA_DET_DEFAULTS.items()}
         self.vision_config = vision
         t = vision["backbone_config"]
         for name in ("patch_kernel_size", "patch_stride", "patch_padding", "query_stride"):
