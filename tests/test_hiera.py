@@ -451,3 +451,39 @@ def test_drop_path_in_train_mode_only_and_remat_keeps_gradients():
         grads.append(nnx.to_flat_state(nnx.jit(nnx.grad(sum_of_squares))(model, x, nnx.Rngs(dropout=7))))
     for (path, a), (_, b) in zip(*grads, strict=True):
         np.testing.assert_allclose(np.asarray(b[...]), np.asarray(a[...]), rtol=1e-5, atol=1e-7, err_msg=str(path))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SAM2's image processor
+
+
+def test_sam2_image_processor_is_bit_exact(tmp_path):
+    """Against transformers' Sam2ImageProcessor (torchvision backend, the only one it has), through the catalog's
+    preprocessor_config.json: enlarged and shrunk images (torch's fixed-point uint8 resize differs from PIL's when
+    shrinking), gray and RGBA inputs, a uint8 array, and float pixels (torch's float interpolation)."""
+    from PIL import Image
+
+    from jaxbackbones.families.hiera import SAM2_PREPROCESSING
+    from jaxbackbones.image_processing import AutoImageProcessor, Sam2ImageProcessor
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(SAM2_PREPROCESSING))
+    ours, theirs = AutoImageProcessor.from_pretrained(tmp_path), transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(ours) is Sam2ImageProcessor and type(theirs).__name__ == "Sam2ImageProcessor"
+    rng = np.random.RandomState(15)
+    images = [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(300, 470), (1400, 1100)]]
+    images += [Image.fromarray(rng.randint(0, 256, (90, 2100), dtype=np.uint8)),
+               Image.fromarray(rng.randint(0, 256, (200, 150, 4), dtype=np.uint8), "RGBA"),
+               rng.randint(0, 256, (1030, 640, 3), dtype=np.uint8)]
+    for image in images:
+        expected = theirs(image, return_tensors="np").pixel_values
+        got = ours(image, data_format="channels_first").pixel_values
+        assert got.dtype == np.float32 and np.array_equal(got, expected), np.abs(got - expected).max()
+    floats = rng.rand(120, 90, 3).astype(np.float32)
+    assert_parity(theirs(floats, do_rescale=False, return_tensors="np").pixel_values,
+                  ours(floats, do_rescale=False, data_format="channels_first").pixel_values, rtol=1e-6)
+    small = ours(images[0], size={"height": 64, "width": 96}, do_normalize=False).pixel_values
+    assert small.shape == (1, 64, 96, 3) and np.array_equal(
+        small, theirs(images[0], size={"height": 64, "width": 96}, do_normalize=False,
+                      return_tensors="np").pixel_values.transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="resample=0"):
+        Sam2ImageProcessor(resample=0)

@@ -128,7 +128,7 @@ class Sam2ImageProcessor(_TransformersImageProcessor):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.resample not in self._modes:
-            raise ValueError(f"resample={self.resample!r}: expected 2 (BILINEAR) or 3 (BICUBIC), the modes torchvision "
+            raise ValueError(f"resample={int(self.resample)}: expected 2 (BILINEAR) or 3 (BICUBIC), the modes torchvision "
                              "resizes with antialiasing")
 
     def _process(self, array: np.ndarray) -> np.ndarray:
