@@ -160,6 +160,9 @@ def _small_configs():
 # must hold for every backbone (Linen <-> NNX, Orbax) run over these: the `examples` of every family's registry entry
 # (jaxbackbones/families/<name>.py).
 SMALL_CONFIGS = _small_configs()
+# Examples whose token layout fixes or constrains the input size (Hiera: its image_size; SAM2's HieraDet and neck:
+# sides multiples of 32): the every-family tests run them at this (height, width) instead of an odd, non-square one.
+FIXED_INPUT_SIZES = {"hiera": (32, 32), "timm_hiera": (32, 32), "sam2": (64, 32), "timm_hieradet": (64, 32)}
 
 
 @functools.cache

@@ -69,9 +69,9 @@ FAMILY = Family(
                                  "convert.timm_hiera:table_for")},
     checkpoints=CHECKPOINTS,
     examples={
-        # mask units on in stage 2 only, a stage without pooling (num_query_pool=2), drop path, 64x32 input
+        # mask units on in stage 2 only, a stage without pooling (num_query_pool=2), drop path; 32x32 input only
         "hiera": dict(model_type="hiera", embed_dim=8, depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
-                      image_size=[64, 32], masked_unit_attention=[False, True, False, False], num_query_pool=2,
+                      image_size=[32, 32], masked_unit_attention=[False, True, False, False], num_query_pool=2,
                       drop_path_rate=0.1, out_indices=[0, 1, 2, 3, 4]),
         # per-stage windows (one that pads), a global block; the trunk's stages and the neck's levels
         "sam2": dict(model_type="sam2", out_features=["stage2", "stage4", "fpn1", "fpn2", "fpn3"], vision_config=dict(
@@ -81,7 +81,7 @@ FAMILY = Family(
             backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=16)),
         # abswin position embedding, layer scale, max+mean widening, drop path
         "timm_hiera": dict(model_type="timm_backbone", backbone="hiera_small_abswin_256", out_indices=[0, 1, 2, 3],
-                           model_args={"embed_dim": 8, "stages": [1, 1, 2, 1], "img_size": [64, 64],
+                           model_args={"embed_dim": 8, "stages": [1, 1, 2, 1], "img_size": [32, 32],
                                        "global_pos_size": [5, 7], "drop_path_rate": 0.1}),
         "timm_hieradet": dict(model_type="timm_backbone", backbone="sam2_hiera_tiny", out_indices=[0, 1, 2, 3],
                               model_args={"embed_dim": 8, "stages": [1, 2, 2, 1], "global_att_blocks": [4],
