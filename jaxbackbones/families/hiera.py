@@ -88,5 +88,12 @@ FAMILY = Family(
                                           "window_spec": [4, 2, 6, 3], "global_pos_size": [5, 3],
                                           "init_values": 0.1, "drop_path_rate": 0.1}),
     },
-    benchmarks={},
+    benchmarks={
+        # SAM2's Hiera-B+ trunk at SAM2's input size, against timm's HieraDet (transformers' Sam2VisionModel returns no
+        # `feature_maps`; its neck adds four 1x1 convolutions to the same trunk).
+        "sam2_hiera_base_plus": dict(model_type="timm_backbone",
+                                     config=dict(backbone="sam2_hiera_base_plus", out_indices=[0, 1, 2, 3]),
+                                     transformers=None, timm="sam2_hiera_base_plus", timm_out_indices=(0, 1, 2, 3),
+                                     size=(1024, 1024)),
+    },
 )
