@@ -356,6 +356,39 @@ def test_sam2_vision_encoder_parity_and_export(tmp_path, hub_cache):
         assert torch.equal(tensor, reloaded.vision_encoder.state_dict()[key]), key
 
 
+def test_sam2_config_reads_and_writes_transformers_config_json(tmp_path):
+    theirs = transformers.Sam2Config(vision_config=SAM2_VISION, mask_decoder_config=dict(num_multimask_outputs=2))
+    theirs.save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path, out_indices=[1, -1])
+    assert config.out_features == ["stage2", "fpn3"] and config.trunk["window_size_per_stage"] == [4, 2, 6, 3]
+    written = json.loads(config.to_json_string())
+    assert written["mask_decoder_config"]["num_multimask_outputs"] == 2  # kept as it is
+    again = transformers.Sam2Config.from_dict(written)
+    for key, value in again.vision_config.backbone_config.to_dict().items():
+        if key in config.trunk:
+            assert config.trunk[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert again.vision_config.backbone_channel_list == [64, 32, 16, 8]
+    default = type(config)()  # facebook/sam2.1-hiera-tiny
+    assert default.out_features == ["fpn1", "fpn2", "fpn3"] and default.trunk["blocks_per_stage"] == [1, 2, 7, 2]
+
+
+def test_freeze_stages_owns_what_each_stage_computes():
+    from jaxbackbones import training
+
+    model = nnx.eval_shape(lambda: AutoBackbone.from_config(HieraConfig(**SMALL["default"], freeze_stages=2)))
+    frozen = {path[:3] for path in training.frozen_parameter_paths(model)}
+    assert frozen == {("trunk", "patch_embed", "proj"), ("trunk", "pos_embed"), ("trunk", "blocks", 0),
+                      ("hidden_states_norms", "stem", "scale"), ("hidden_states_norms", "stem", "bias"),
+                      ("hidden_states_norms", "stage1", "scale"), ("hidden_states_norms", "stage1", "bias")}
+    from jaxbackbones.models.hieradet import Sam2VisionConfig
+
+    sam2 = nnx.eval_shape(lambda: AutoBackbone.from_config(Sam2VisionConfig(vision_config=SAM2_VISION,
+                                                                            freeze_stages=1)))
+    assert {path[:3] for path in training.frozen_parameter_paths(sam2)} == {
+        ("backbone", "patch_embed", "proj"), ("backbone", "pos_embed"), ("backbone", "pos_embed_window"),
+        ("backbone", "blocks", 0)}
+
+
 @pytest.mark.parametrize("vision, match", [
     (dict(SAM2_VISION, backbone_channel_list=[8, 16, 32, 64]), "backbone_channel_list"),
     (dict(SAM2_VISION, num_feature_levels=5), "num_feature_levels"),
