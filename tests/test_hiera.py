@@ -408,6 +408,9 @@ def test_sam2_config_rejects_bad_values(vision, match):
 
 TRAIN = dict(embed_dim=8, depths=[1, 2], num_heads=[1, 2], image_size=[16, 16], masked_unit_size=[2, 2],
              num_query_pool=1, masked_unit_attention=[True, False], out_features=["stem", "stage1", "stage2"])
+# One stage of two blocks (stochastic depth's rate rises from 0 at the first): for the compile-bound train-mode tests.
+ONE_STAGE = dict(embed_dim=8, depths=[2], num_heads=[2], image_size=[16, 16], masked_unit_size=[2, 2],
+                 num_query_pool=0, masked_unit_attention=[True], out_features=["stem", "stage1"])
 GRAD_RTOL = 1e-4
 
 
@@ -463,9 +466,9 @@ def test_gradients_and_two_sgd_steps_match_torch():
 
 
 def test_drop_path_in_train_mode_only_and_remat_keeps_gradients():
-    config = HieraConfig(**{**TRAIN, "drop_path_rate": 0.5})
+    config = HieraConfig(**{**ONE_STAGE, "drop_path_rate": 0.5})
     model = AutoBackbone.from_config(config, rngs=nnx.Rngs(0))
-    assert model.random_layers() == ["DropPath(2 layers, rate <= 0.5)"]
+    assert model.random_layers() == ["DropPath(1 layer, rate <= 0.5)"]
     x = jnp.asarray(nhwc(pixels(4, 16, 16, seed=14)))
     run = nnx.jit(lambda m, x, rngs: m(x, rngs=rngs).feature_maps[-1])
     first = run(model, x, nnx.Rngs(dropout=1))
@@ -478,8 +481,8 @@ def test_drop_path_in_train_mode_only_and_remat_keeps_gradients():
 
     grads = []
     for remat in (False, True):
-        model = AutoBackbone.from_config(HieraConfig(**{**TRAIN, "drop_path_rate": 0.5}, gradient_checkpointing=remat),
-                                         rngs=nnx.Rngs(0))
+        model = AutoBackbone.from_config(HieraConfig(**{**ONE_STAGE, "drop_path_rate": 0.5},
+                                                     gradient_checkpointing=remat), rngs=nnx.Rngs(0))
         assert model.trunk.gradient_checkpointing == remat
         grads.append(nnx.to_flat_state(nnx.jit(nnx.grad(sum_of_squares))(model, x, nnx.Rngs(dropout=7))))
     for (path, a), (_, b) in zip(*grads, strict=True):
