@@ -337,6 +337,8 @@ def test_sam2_vision_encoder_parity_and_export(tmp_path, hub_cache):
             trunk = source.vision_encoder.backbone(torch.from_numpy(x)).intermediate_hidden_states
         out = forward_all(model, nhwc(x))
         check_all([nhwc(f.numpy()) for f in vision.fpn_hidden_states], out.feature_maps, model.out_features)
+        check_all([nhwc(p.numpy())[0] for p in vision.fpn_position_encoding], model.position_encodings(height, width),
+                  model.out_features, "position encoding")
         errors = check_all([t.numpy() for t in trunk] + [nhwc(f.numpy()) for f in vision.fpn_hidden_states],
                            out.hidden_states, SAM2_STAGES, "hidden state")
         print(f"\nsam2 {height}x{width}: worst relative error {max(errors):.2e}")

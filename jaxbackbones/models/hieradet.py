@@ -285,6 +285,26 @@ class Sam2VisionConfig(BackboneConfigMixin, PretrainedConfig):
         return plans
 
 
+def sine_position_encoding(height: int, width: int, channels: int, temperature: float = 10000.0) -> np.ndarray:
+    """(height, width, channels) float32: the sine position encoding SAM2's neck gives each level
+    (`Sam2SinePositionEmbedding(channels // 2, normalize=True)`, the vision encoder's `fpn_position_encoding`):
+    rows then columns, each normalised to (0, 2 pi], sines and cosines interleaved; a function of the shape only."""
+    f32, features = np.float32, channels // 2
+    scale, eps = f32(2 * np.pi), f32(1e-6)
+    y = np.arange(1, height + 1, dtype=f32)
+    x = np.arange(1, width + 1, dtype=f32)
+    y, x = y / (y[-1] + eps) * scale, x / (x[-1] + eps) * scale
+    dim_t = f32(temperature) ** (f32(2) * (np.arange(features) // 2).astype(f32) / f32(features))
+
+    def encode(values):
+        pos = values[:, None] / dim_t
+        return np.stack((np.sin(pos[:, 0::2]), np.cos(pos[:, 1::2])), axis=-1).reshape(len(values), -1)
+
+    rows, cols = encode(y), encode(x)
+    return np.concatenate([np.broadcast_to(rows[:, None], (height, width, features)),
+                           np.broadcast_to(cols[None], (height, width, features))], axis=-1).astype(f32)
+
+
 class FpnNeck(nnx.Module):
     """transformers' Sam2VisionNeck without its sine position encodings: `convs[k]` maps stage `n - k`."""
 
@@ -324,7 +344,9 @@ class Sam2VisionBackbone(BackboneModuleMixin, nnx.Module):
     gives) returns a `BackboneOutput` whose `feature_maps` are the selected stages: by default the neck's levels
     `fpn1` ... (`fpn_hidden_states`, finest first), what SAM2's mask decoder reads; the trunk's `stage1` ...
     `stage4` can be selected too. `output_hidden_states=True` adds every stage's map. `data_format` as other
-    backbones. The blocks have no dropout or drop path (transformers' have none).
+    backbones. The blocks have no dropout or drop path (transformers' have none). The levels' position encodings
+    (`fpn_position_encoding`, which SAM2's mask decoder reads alongside) depend on the shapes only:
+    `position_encodings(height, width)` gives them for an input size.
     """
 
     def __init__(self, config: Sam2VisionConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -349,6 +371,12 @@ class Sam2VisionBackbone(BackboneModuleMixin, nnx.Module):
                             kernel=vision["fpn_kernel_size"], stride=vision["fpn_stride"],
                             padding=vision["fpn_padding"], top_down_levels=vision["fpn_top_down_levels"], **options)
         configure_training(self)
+
+    def position_encodings(self, height: int, width: int) -> list[np.ndarray]:
+        """The neck levels' sine position encodings for a `height` x `width` input, finest first, (h, w, C) each."""
+        levels = self.config.vision_config["num_feature_levels"]
+        channels = self.config.vision_config["fpn_hidden_size"]
+        return [sine_position_encoding(-(-height // r), -(-width // r), channels) for r in self.reductions[-levels:]]
 
     def stage_paths(self) -> dict[str, list[tuple]]:
         """Stage k owns its blocks (stage1 also the patch and position embeddings); the neck's levels own its
