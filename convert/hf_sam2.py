@@ -1,12 +1,12 @@
-"""transformers' SAM2 checkpoints (Sam2Model: facebook/sam2-hiera-*, facebook/sam2.1-hiera-*; config.json model_type
-"sam2") <-> Sam2VisionBackbone, the vision encoder.
+"""transformers' SAM2 checkpoints (Sam2VideoModel, model_type "sam2_video": the hub's facebook/sam2.1-hiera-*;
+Sam2Model, "sam2": facebook/sam2-hiera-tiny-hf) <-> Sam2VisionBackbone, the vision encoder.
 
 Names under `vision_encoder.`: the trunk `backbone.{patch_embed.projection, pos_embed, pos_embed_window}`, blocks
 `backbone.blocks.{i}.{layer_norm1, proj, attn.{qkv, proj}, layer_norm2, mlp.{proj_in, proj_out}}` (ours timm's:
 norm1, proj, attn, norm2, mlp.fc1, mlp.fc2), the neck `neck.convs.{k}`. Everything else of Sam2Model (the prompt
 encoder, mask decoder, `shared_image_embedding`, `no_memory_embedding`, the video model's memory modules) is not
 part of the vision encoder and is ignored. Export writes the vision encoder under `vision_encoder.` with the
-checkpoint's config: `Sam2Model.from_pretrained` loads it and initialises the rest.
+checkpoint's config: `Sam2Model.from_pretrained` (`Sam2VideoModel`'s) loads it and initialises the rest.
 """
 
 from __future__ import annotations

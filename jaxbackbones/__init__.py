@@ -18,7 +18,7 @@ from .image_processing import (
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.hgnet_v2 import HGNetV2Backbone, HGNetV2Config
 from .models.hiera import HieraBackbone, HieraConfig
-from .models.hieradet import Sam2VisionBackbone, Sam2VisionConfig
+from .models.hieradet import Sam2VideoVisionConfig, Sam2VisionBackbone, Sam2VisionConfig
 from .models.pvt_v2 import PvtV2Backbone, PvtV2Config, SegformerConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
@@ -67,6 +67,7 @@ __all__ = [
     "training",
     "ResNetBackbone",
     "ResNetConfig",
+    "Sam2VideoVisionConfig",
     "Sam2VisionBackbone",
     "Sam2VisionConfig",
     "TimmImageProcessor",

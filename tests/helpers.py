@@ -162,7 +162,8 @@ def _small_configs():
 SMALL_CONFIGS = _small_configs()
 # Examples whose token layout fixes or constrains the input size (Hiera: its image_size; SAM2's HieraDet and neck:
 # sides multiples of 32): the every-family tests run them at this (height, width) instead of an odd, non-square one.
-FIXED_INPUT_SIZES = {"hiera": (32, 32), "timm_hiera": (32, 32), "sam2": (64, 32), "timm_hieradet": (64, 32)}
+FIXED_INPUT_SIZES = {"hiera": (32, 32), "timm_hiera": (32, 32), "sam2": (64, 32), "sam2_video": (32, 64),
+                     "timm_hieradet": (64, 32)}
 
 
 @functools.cache

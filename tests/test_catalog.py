@@ -24,7 +24,7 @@ TRANSFORMERS_CONFIGS = {
     "dinov3_vit": transformers.DINOv3ViTConfig, "hgnet_v2": transformers.HGNetV2Config,
     "rt_detr_resnet": transformers.RTDetrResNetConfig,
     "segformer": transformers.SegformerConfig, "pvt_v2": transformers.PvtV2Config,
-    "hiera": transformers.HieraConfig, "sam2": transformers.Sam2Config,
+    "hiera": transformers.HieraConfig, "sam2": transformers.Sam2Config, "sam2_video": transformers.Sam2VideoConfig,
 }
 # The timm architecture of the same network as a hub repo (timm's entrypoints state its shape independently of
 # transformers' conversion scripts). DINOv3: the `_qkvb` variants have the query and value biases of the checkpoints
@@ -50,8 +50,8 @@ def timm_equivalent(name: str) -> str | None:
         return "pvt_v2_" + name.replace("-", "_").split("_")[-1]
     if repo.startswith("hiera-"):
         return f"hiera_{repo.removeprefix('hiera-').removesuffix('-224-hf').replace('-', '_')}_224"
-    if repo.startswith("sam2.1-hiera-"):
-        return f"sam2_hiera_{repo.removeprefix('sam2.1-hiera-').replace('-', '_')}"
+    if repo.startswith(("sam2.1-hiera-", "sam2-hiera-")):
+        return f"sam2_hiera_{repo.split('-hiera-')[1].removesuffix('-hf').replace('-', '_')}"
     return None
 
 

@@ -358,6 +358,21 @@ def test_sam2_vision_encoder_parity_and_export(tmp_path, hub_cache):
         assert torch.equal(tensor, reloaded.vision_encoder.state_dict()[key]), key
 
 
+def test_sam2_video_checkpoint_the_hub_layout(tmp_path, hub_cache):
+    """The hub's SAM2 repos are Sam2VideoModel checkpoints (model_type "sam2_video"): the same vision encoder, the
+    memory modules ignored."""
+    source = randomize_torch_module(transformers.Sam2VideoModel(transformers.Sam2VideoConfig(
+        vision_config=dict(SAM2_VISION, model_type="sam2_vision_model"))).eval(), seed=16)
+    save_to_hub(source, tmp_path, "test-org/sam2.1-video")
+    model, report = AutoBackbone.from_pretrained("test-org/sam2.1-video", output_loading_info=True)
+    assert report.ok and not report.initialized and any(key.startswith("memory_attention.") for key in report.ignored)
+    assert type(model.config).__name__ == "Sam2VideoVisionConfig"
+    x = pixels(1, 64, 96, seed=16)
+    with torch.no_grad():
+        expected = source.vision_encoder(torch.from_numpy(x)).fpn_hidden_states
+    check_all([nhwc(f.numpy()) for f in expected], forward_features(model, nhwc(x)), model.out_features)
+
+
 def test_sam2_config_reads_and_writes_transformers_config_json(tmp_path):
     theirs = transformers.Sam2Config(vision_config=SAM2_VISION, mask_decoder_config=dict(num_multimask_outputs=2))
     theirs.save_pretrained(tmp_path)

@@ -1,5 +1,5 @@
 """Hiera (facebook/hiera-*-224-hf, transformers' layout; timm's `hiera_*`) and SAM2's HieraDet image encoder (timm's
-`sam2_hiera_*`; transformers' `sam2` checkpoints, with the FPN neck): `models/hiera.py`, `models/hieradet.py`,
+`sam2_hiera_*`; transformers' `sam2` and `sam2_video` checkpoints, with the FPN neck): `models/hiera.py`, `models/hieradet.py`,
 `models/timm/hiera.py`, `convert/hf_hiera.py`, `convert/timm_hiera.py`, `convert/hf_sam2.py`, tests/test_hiera.py."""
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
@@ -51,8 +51,10 @@ def _sam2(size: str) -> dict:
 CHECKPOINTS = {
     **{f"facebook/hiera-{size}-224-hf": KnownCheckpoint("hiera", config, HIERA_PREPROCESSING)
        for size, config in _HIERA_SIZES.items()},
-    **{f"facebook/sam2.1-hiera-{size}": KnownCheckpoint("sam2", _sam2(size), SAM2_PREPROCESSING)
+    **{f"facebook/sam2.1-hiera-{size}": KnownCheckpoint("sam2_video", _sam2(size), SAM2_PREPROCESSING)
        for size in _SAM2_SIZES},
+    # Sam2Model's own layout (SAM2, not 2.1); the repo has no preprocessor_config.json: SAM2's processor stated.
+    "facebook/sam2-hiera-tiny-hf": KnownCheckpoint("sam2", _sam2("tiny"), SAM2_PREPROCESSING),
 }
 
 FAMILY = Family(
@@ -62,6 +64,9 @@ FAMILY = Family(
         # export writes Sam2Model's checkpoint, the vision encoder only (transformers initialises the rest).
         "sam2": ModelType("models.hieradet:Sam2VisionConfig", "models.hieradet:Sam2VisionBackbone",
                           "convert.hf_sam2:TABLE", "Sam2Model"),
+        # the hub's SAM2 repos: Sam2VideoModel's checkpoints, the same vision encoder under the same names
+        "sam2_video": ModelType("models.hieradet:Sam2VideoVisionConfig", "models.hieradet:Sam2VisionBackbone",
+                                "convert.hf_sam2:TABLE", "Sam2VideoModel"),
     },
     timm={"hiera": TimmLayout("models.timm.hiera:HieraSpec", "models.timm.hiera:HIERA_ARCHITECTURES",
                               "convert.timm_hiera:table_for"),
@@ -80,6 +85,11 @@ FAMILY = Family(
                                  global_attention_blocks=[4], window_positional_embedding_background_size=[5, 3]),
             backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=16)),
         # abswin position embedding, layer scale, max+mean widening, drop path
+        "sam2_video": dict(model_type="sam2_video", vision_config=dict(
+            backbone_config=dict(hidden_size=8, blocks_per_stage=[1, 1, 1, 1], embed_dim_per_stage=[8, 16, 32, 64],
+                                 num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[4, 2, 2, 1],
+                                 global_attention_blocks=[3], window_positional_embedding_background_size=[3, 3]),
+            backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=8, num_feature_levels=2)),
         "timm_hiera": dict(model_type="timm_backbone", backbone="hiera_small_abswin_256", out_indices=[0, 1, 2, 3],
                            model_args={"embed_dim": 8, "stages": [1, 1, 2, 1], "img_size": [32, 32],
                                        "global_pos_size": [5, 7], "drop_path_rate": 0.1}),

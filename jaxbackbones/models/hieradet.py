@@ -405,3 +405,11 @@ class Sam2VisionBackbone(BackboneModuleMixin, nnx.Module):
         return BackboneOutput(
             feature_maps=tuple(outputs[self.stage_names.index(name)] for name in self.out_features),
             hidden_states=tuple(outputs) if output_hidden_states else None)
+
+
+class Sam2VideoVisionConfig(Sam2VisionConfig):
+    """transformers' Sam2VideoConfig (`model_type` "sam2_video": the hub's facebook/sam2.1-hiera-* and
+    facebook/sam2-hiera-* repos, saved from `Sam2VideoModel`), read for its vision encoder exactly as
+    `Sam2VisionConfig`; the memory modules' fields are kept as they are and written back."""
+
+    model_type = "sam2_video"
