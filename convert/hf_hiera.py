@@ -49,6 +49,7 @@ def table_for(config) -> Table:
         ),
         ignore=(r"pooler\..*", r"classifier\..*", r"decoder\..*", r"multiscale_fusion\..*", r"encoder_norm\..*"),
         prefixes=("hiera.",),
-        allow_missing=((r"hidden_states_norms\.[^.]+\.scale", np.ones), (r"hidden_states_norms\.[^.]+\.bias", np.zeros)),
+        allow_missing=((r"hidden_states_norms\.[^.]+\.scale", np.ones),
+                       (r"hidden_states_norms\.[^.]+\.bias", np.zeros)),
         unprepare=unprepare,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -35,7 +34,8 @@ SMALL = {
     "q_pool_2": dict(embed_dim=8, depths=[1, 1, 2, 1], num_heads=[2, 2, 3, 3], image_size=[96, 64], num_query_pool=2,
                      masked_unit_attention=[False, True, True, False], embed_dim_multiplier=1.5, mlp_ratio=2.0),
     "strides": dict(embed_dim=6, depths=[2, 1, 1], num_heads=[1, 2, 3], image_size=[32, 48], patch_size=[3, 3],
-                    patch_stride=[2, 2], patch_padding=[1, 1], masked_unit_size=[4, 4], num_channels=2, num_query_pool=2,
+                    patch_stride=[2, 2], patch_padding=[1, 1], masked_unit_size=[4, 4], num_channels=2,
+                    num_query_pool=2,
                     masked_unit_attention=[True, False, True], hidden_act="gelu_new", layer_norm_eps=1e-3),
 }
 
@@ -186,8 +186,8 @@ def test_classification_checkpoint_stage_selection_and_export(tmp_path, hub_cach
     save_to_hub(source, tmp_path, "test-org/hiera-cls")
     model, report = AutoBackbone.from_pretrained("test-org/hiera-cls", out_features=["stage1", "stage3"],
                                                  data_format="channels_first", output_loading_info=True)
-    assert report.ok and sorted(report.ignored) == ["classifier.bias", "classifier.weight", "hiera.pooler.layernorm.bias",
-                                                    "hiera.pooler.layernorm.weight"]
+    assert report.ok and sorted(report.ignored) == ["classifier.bias", "classifier.weight",
+                                                    "hiera.pooler.layernorm.bias", "hiera.pooler.layernorm.weight"]
     assert len(report.initialized) == 2 * len(ALL)
     x = pixels(1, 64, 96, seed=4)
     with torch.no_grad():
@@ -275,7 +275,8 @@ def test_timm_features_only_parity(name, tmp_path, hub_cache):
         errors = check_all(expected, forward_features(model, nhwc(x)), model.stage_names)
         print(f"\ntimm {name} {height}x{width}: worst relative error {max(errors):.2e}")
     if name.startswith("sam2"):
-        with pytest.raises(ValueError, match=r"grid must be a multiple of 4 in both directions; this input gives 15x16.*multiples of 16x16 pixels"):
+        with pytest.raises(ValueError, match=r"grid must be a multiple of 4 in both directions; this input gives "
+                                             r"15x16.*multiples of 16x16 pixels"):
             forward_features(model, jnp.zeros((1, 60, 64, 3)))
     else:
         with pytest.raises(ValueError, match="runs at"):
@@ -520,7 +521,8 @@ def test_sam2_image_processor_is_bit_exact(tmp_path):
     from jaxbackbones.image_processing import AutoImageProcessor, Sam2ImageProcessor
 
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(SAM2_PREPROCESSING))
-    ours, theirs = AutoImageProcessor.from_pretrained(tmp_path), transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    ours = AutoImageProcessor.from_pretrained(tmp_path)
+    theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path)
     assert type(ours) is Sam2ImageProcessor and type(theirs).__name__ == "Sam2ImageProcessor"
     rng = np.random.RandomState(15)
     images = [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(300, 470), (1400, 1100)]]

@@ -1,6 +1,7 @@
 """Hiera (facebook/hiera-*-224-hf, transformers' layout; timm's `hiera_*`) and SAM2's HieraDet image encoder (timm's
-`sam2_hiera_*`; transformers' `sam2` and `sam2_video` checkpoints, with the FPN neck): `models/hiera.py`, `models/hieradet.py`,
-`models/timm/hiera.py`, `convert/hf_hiera.py`, `convert/timm_hiera.py`, `convert/hf_sam2.py`, tests/test_hiera.py."""
+`sam2_hiera_*`; transformers' `sam2` and `sam2_video` checkpoints, with the FPN neck) (`models/hiera.py`,
+`models/hieradet.py`, `models/timm/hiera.py`, `convert/hf_hiera.py`, `convert/timm_hiera.py`, `convert/hf_sam2.py`,
+`image_processing/sam2.py`, tests/test_hiera.py)."""
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
 from .preprocessing import IMAGENET

@@ -128,8 +128,8 @@ class Sam2ImageProcessor(_TransformersImageProcessor):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.resample not in self._modes:
-            raise ValueError(f"resample={int(self.resample)}: expected 2 (BILINEAR) or 3 (BICUBIC), the modes torchvision "
-                             "resizes with antialiasing")
+            raise ValueError(f"resample={int(self.resample)}: expected 2 (BILINEAR) or 3 (BICUBIC), the modes "
+                             "torchvision resizes with antialiasing")
 
     def _process(self, array: np.ndarray) -> np.ndarray:
         if self.do_resize:

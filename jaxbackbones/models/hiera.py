@@ -116,8 +116,8 @@ class HieraConfig(BackboneConfigMixin, PretrainedConfig):
         grid = [i // s for i, s in zip(self.image_size, self.patch_stride)]
         if any(g % m for g, m in zip(grid, self.masked_unit_size)):
             raise ValueError(f"image_size {self.image_size} gives a {grid[0]}x{grid[1]} token grid, which the "
-                             f"masked_unit_size {self.masked_unit_size} does not tile; Hiera needs image_size a multiple "
-                             f"of patch_stride * masked_unit_size = "
+                             f"masked_unit_size {self.masked_unit_size} does not tile; Hiera needs image_size a "
+                             f"multiple of patch_stride * masked_unit_size = "
                              f"{[s * m for s, m in zip(self.patch_stride, self.masked_unit_size)]}")
         for i, heads in enumerate(self.num_heads):
             if heads < 1 or self.stage_dims[i] % heads:

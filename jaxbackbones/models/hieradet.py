@@ -358,7 +358,8 @@ class Sam2VisionBackbone(BackboneModuleMixin, nnx.Module):
         levels = vision["num_feature_levels"]
         self.num_features = (*t["embed_dim_per_stage"], *([vision["fpn_hidden_size"]] * levels))
         stride, qs = t["patch_stride"][0], t["query_stride"][0]
-        trunk_reductions = [stride * qs ** min(i, t["num_query_pool_stages"]) for i in range(len(t["blocks_per_stage"]))]
+        trunk_reductions = [stride * qs ** min(i, t["num_query_pool_stages"])
+                            for i in range(len(t["blocks_per_stage"]))]
         self.reductions = (*trunk_reductions, *trunk_reductions[:levels])
         options = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.backbone = HieraDetTrunk(
