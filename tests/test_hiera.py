@@ -209,6 +209,20 @@ def test_classification_checkpoint_stage_selection_and_export(tmp_path, hub_cach
         "hidden_states_norms.stage3.weight"]
 
 
+def test_mae_pretraining_checkpoint_loads_its_encoder():
+    """HieraForPreTraining (the -mae-hf repos): the encoder under `hiera.`, the decoder, fusion heads and encoder
+    norm ignored; every encoder tensor lands where HieraModel's does (the same arrays as from HieraModel)."""
+    kwargs = dict(SMALL["default"], decoder_hidden_size=8, decoder_depth=1, decoder_num_heads=1)
+    source = hf_model(kwargs, cls="HieraForPreTraining", seed=17)
+    config = HieraConfig(**kwargs)
+    model, report = convert(source, config)
+    assert report.ok and len(report.initialized) == 2 * len(ALL)
+    assert {key.split(".")[0] for key in report.ignored} == {"decoder", "multiscale_fusion", "encoder_norm"}
+    encoder, _ = convert(source.hiera, config)
+    for path, variable in flat_state(encoder).items():
+        assert np.array_equal(np.asarray(variable[...]), np.asarray(flat_state(model)[path][...])), path
+
+
 def test_wrong_sizes_and_checkpoints():
     kwargs = SMALL["default"]
     reference = hf_model(kwargs, seed=5)
