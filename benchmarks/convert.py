@@ -31,6 +31,7 @@ CHECKPOINTS = {
                dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768)),
     "pvt_v2_b2": ("PvtV2Config", "PvtV2ForImageClassification",
                   dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3])),
+    "hiera_tiny": ("HieraConfig", "HieraForImageClassification", dict(depths=[1, 2, 7, 2])),
 }
 # Run only when named (`--models sam_huge`): SAM ViT-H's SamModel checkpoint (641M parameters, 2.6 GB), of which the
 # image encoder (632M) is converted and loaded.

@@ -17,6 +17,8 @@ from .image_processing import (
 )
 from .models.convnext import ConvNextBackbone, ConvNextConfig, ConvNextV2Config, DINOv3ConvNextConfig
 from .models.hgnet_v2 import HGNetV2Backbone, HGNetV2Config
+from .models.hiera import HieraBackbone, HieraConfig
+from .models.hieradet import Sam2VideoVisionConfig, Sam2VisionBackbone, Sam2VisionConfig
 from .models.pvt_v2 import PvtV2Backbone, PvtV2Config, SegformerConfig
 from .models.resnet import ResNetBackbone, ResNetConfig
 from .models.swin import SwinBackbone, SwinConfig
@@ -57,6 +59,8 @@ __all__ = [
     "HGNetV2Backbone",
     "HGNetV2Config",
     "PretrainedConfig",
+    "HieraBackbone",
+    "HieraConfig",
     "PvtV2Backbone",
     "PvtV2Config",
     "SegformerConfig",
@@ -66,6 +70,9 @@ __all__ = [
     "training",
     "ResNetBackbone",
     "ResNetConfig",
+    "Sam2VideoVisionConfig",
+    "Sam2VisionBackbone",
+    "Sam2VisionConfig",
     "TimmImageProcessor",
     "ViTImageProcessor",
     "SwinBackbone",

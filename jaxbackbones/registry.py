@@ -21,7 +21,7 @@ import importlib
 from typing import Any
 
 # jaxbackbones/families/<name>.py, each with a `FAMILY`: adding a family adds its name here.
-FAMILY_MODULES = ("resnet", "swin", "convnext", "vit", "hgnet_v2", "pvt_v2", "vitdet")
+FAMILY_MODULES = ("resnet", "swin", "convnext", "vit", "hgnet_v2", "pvt_v2", "vitdet", "hiera")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,8 @@ PARITY_RTOL = 1e-5
 
 # Learned tokens and position embeddings (any rank): drawn at unit scale, not at a fan-in scale that would make a
 # (1, 1370, 384) position embedding ~1e-3 and let a wrong resampling hide under the parity bound.
-EMBEDDING_NAMES = ("cls_token", "reg_token", "register_tokens", "mask_token", "position_embeddings", "pos_embed")
+EMBEDDING_NAMES = ("cls_token", "reg_token", "register_tokens", "mask_token", "position_embeddings", "pos_embed",
+                   "pos_embed_win", "pos_embed_window")
 
 
 def randomize_torch_module(module, seed: int = 0):
@@ -162,6 +163,10 @@ def _small_configs():
 # must hold for every backbone (Linen <-> NNX, Orbax) run over these: the `examples` of every family's registry entry
 # (jaxbackbones/families/<name>.py).
 SMALL_CONFIGS = _small_configs()
+# Examples whose token layout fixes or constrains the input size (Hiera: its image_size; SAM2's HieraDet and neck:
+# sides multiples of 32): the every-family tests run them at this (height, width) instead of an odd, non-square one.
+FIXED_INPUT_SIZES = {"hiera": (32, 32), "timm_hiera": (32, 32), "sam2": (64, 32), "sam2_video": (32, 64),
+                     "timm_hieradet": (64, 32)}
 
 
 @functools.cache

@@ -28,6 +28,7 @@ TRANSFORMERS_CONFIGS = {
     "vitdet": transformers.VitDetConfig,
     # a SamModel config; its encoder's fields are the vision_config's
     "sam": lambda **vision: transformers.SamConfig(vision_config=vision),
+    "hiera": transformers.HieraConfig, "sam2": transformers.Sam2Config, "sam2_video": transformers.Sam2VideoConfig,
 }
 # model types no hub checkpoint has: transformers publishes SAM as SamModel (`sam`) only
 WITHOUT_HUB_CHECKPOINTS = {"sam_vision_model"}
@@ -58,6 +59,10 @@ def timm_equivalent(name: str) -> str | None:
         return f"samvit_{repo.removeprefix('sam-vit-')}_patch16"
     if name.startswith(("nvidia/mit-", "OpenGVLab/pvt_v2_")):  # MiT has PVTv2's shape (its MLP ratios aside)
         return "pvt_v2_" + name.replace("-", "_").split("_")[-1]
+    if repo.startswith("hiera-"):
+        return f"hiera_{repo.removeprefix('hiera-').removesuffix('-224-hf').replace('-', '_')}_224"
+    if repo.startswith(("sam2.1-hiera-", "sam2-hiera-")):
+        return f"sam2_hiera_{repo.split('-hiera-')[1].removesuffix('-hf').replace('-', '_')}"
     return None
 
 
@@ -68,7 +73,8 @@ NEW_FAMILIES = sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
 SMALLEST = ["facebook/convnext-tiny-224", "facebook/convnextv2-atto-1k-224",
             "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", "facebook/dinov2-small",
             "facebook/dinov2-with-registers-small", "facebook/dinov3-vits16-pretrain-lvd1689m",
-            "ustc-community/hgnet-v2", "ustc-community/dfine-nano-coco", "PekingU/rtdetr_r18vd", "nvidia/mit-b0", "OpenGVLab/pvt_v2_b0"]
+            "ustc-community/hgnet-v2", "ustc-community/dfine-nano-coco", "PekingU/rtdetr_r18vd", "nvidia/mit-b0",
+            "OpenGVLab/pvt_v2_b0", "facebook/hiera-tiny-224-hf", "facebook/sam2.1-hiera-tiny"]
 # What the ViT layouts of the two sources must agree on (the others are initial values, train-mode options or the
 # layouts' own quirks: timm's class token without position embedding in DINOv2 with registers, its antialiased
 # position resampling).
@@ -142,8 +148,8 @@ def test_known_checkpoints_are_valid_transformers_configs(name, tmp_path):
     assert hub.stage_names == ours.stage_names
 
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(known.preprocessing))
-    # transformers has DINOv3's processor in its torchvision backend only
-    backend = "torchvision" if known.model_type.startswith("dinov3") else "pil"
+    # transformers has DINOv3's and SAM2's processors in its torchvision backend only
+    backend = "torchvision" if known.model_type.startswith(("dinov3", "sam2")) else "pil"
     reference = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend=backend)
     assert _settings(catalog.offline_processor(name, ours)) == _settings(reference)
 
@@ -175,14 +181,25 @@ def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
                                                                      for field in fields}
         assert (config.output_channels, stages[-1][0]) == (spec.neck_chans, "neck")
         stages = stages[:-1]
+    elif spec.family == "hiera":
+        assert (config.depths, config.embed_dim, config.num_heads[0]) == (list(spec.stages), spec.embed_dim,
+                                                                         spec.num_heads)
+    elif spec.family == "hieradet":
+        trunk = config.trunk
+        assert (trunk["blocks_per_stage"], trunk["hidden_size"], trunk["num_attention_heads_per_stage"][0],
+                trunk["window_size_per_stage"], trunk["global_attention_blocks"],
+                trunk["window_positional_embedding_background_size"]) == (
+            list(spec.stages), spec.embed_dim, spec.num_heads, list(spec.window_spec), list(spec.global_att_blocks),
+            list(spec.global_pos_size))
     else:
         ours = FAMILIES[config.model_type].backbone_class.layout_of(config)
         assert {field: getattr(ours, field) for field in VIT_FIELDS} == {
             field: getattr(spec.layout(), field) for field in VIT_FIELDS}
     # the stem of transformers' layout is timm's first stage (ConvNeXt) or the tokens before the first block (ViT);
-    # PVTv2 and MiT have no stem
-    first = 0 if spec.family == "pvt_v2" else 1
-    assert [stage[1:] for stage in stages[first:]] == list(zip(spec.num_features, spec.reductions))
+    # PVTv2, MiT and SAM2 have no stem (SAM2's neck levels follow its trunk's stages)
+    first = 0 if spec.family in ("pvt_v2", "hieradet") else 1
+    assert [stage[1:] for stage in stages[first:first + len(spec.num_features)]] == list(
+        zip(spec.num_features, spec.reductions))
 
 
 @pytest.mark.parametrize("name", sorted(name for name, known in catalog.KNOWN_CHECKPOINTS.items()
@@ -203,7 +220,8 @@ def test_smallest_checkpoints_build_and_run(name):
     config = catalog.offline_config(name, out_indices=list(range(len(catalog.offline_config(name).stage_names))))
     model = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
     model.eval()
-    size = catalog.offline_processor(name, config).size
+    processor = catalog.offline_processor(name, config)
+    size = processor.crop_size if processor.do_center_crop else processor.size  # Hiera runs at its crop size only
     height = size.get("height", size.get("shortest_edge"))
     pixels = jax.ShapeDtypeStruct((1, height, height, 3), jnp.float32)
     outputs = nnx.eval_shape(lambda model, pixels: model(pixels), model, pixels)

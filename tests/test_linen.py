@@ -12,7 +12,7 @@ import optax
 import pytest
 import transformers
 from flax import nnx, traverse_util
-from helpers import SMALL_CONFIGS, fresh_model, randomize_torch_module, write_to_hub_cache
+from helpers import FIXED_INPUT_SIZES, SMALL_CONFIGS, fresh_model, randomize_torch_module, write_to_hub_cache
 
 from jaxbackbones import AutoBackbone, DINOv3ViTConfig, ResNetConfig, SwinConfig
 from jaxbackbones import linen as jl
@@ -67,7 +67,8 @@ def test_eval_outputs_and_variables_match_nnx(family):
 
     # Eval mode is deterministic: no rngs needed, none consumed.
     model.eval()
-    x = _images((2, 41, 35, 3))  # odd and non-square (position embeddings resampled), a pixel left at stride 32
+    # odd and non-square (position embeddings resampled), a pixel left at stride 32, where the family allows it
+    x = _images((2, *FIXED_INPUT_SIZES.get(family, (41, 35)), 3))
     expected = nnx.jit(lambda model, x: model(x, output_hidden_states=True))(model, x)
     assert_identical(expected, jax.jit(lambda v, x: module.apply(v, x, output_hidden_states=True))(variables, x))
 

@@ -282,7 +282,8 @@ def _abstract(config):
 # What each family's timm model has beyond the backbone: the classifier, and the norm that feeds only it.
 CLASSIFIER_PREFIXES = {"resnet": ("fc.",), "swin": ("head.", "norm."), "convnext": ("head.", "norm_pre."),
                        "vit": ("head.", "norm.", "fc_norm."), "eva": ("head.", "norm.", "fc_norm."),
-                       "hgnet": ("head.",), "pvt_v2": ("head.",), "samvit": ("head.", "neck.")}
+                       "hgnet": ("head.",), "pvt_v2": ("head.",), "samvit": ("head.", "neck."), "hiera": ("head.",),
+                       "hieradet": ("head.",)}
 
 
 @pytest.mark.parametrize("name", sorted(TIMM_ARCHITECTURES))

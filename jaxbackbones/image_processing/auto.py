@@ -26,6 +26,7 @@ PROCESSOR_CLASSES: dict[str, str] = {
     "GroundingDinoImageProcessor": "detr",
     "RTDetrImageProcessor": "detr",
     "SamImageProcessor": "sam",
+    "Sam2ImageProcessor": "sam2",
 }
 
 
