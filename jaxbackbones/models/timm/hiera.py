@@ -85,8 +85,25 @@ def _stage_dims(embed_dim: int, dim_mul: float, stages) -> tuple[int, ...]:
     return tuple(dims)
 
 
+class _HieraStages:
+    """The stages of both timm Hieras: one per `stages` entry, named by its last block, the channels multiplied by
+    `dim_mul` and the stride by `q_stride` at each of the first `q_pool` stage starts."""
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [f"blocks.{end}" for end in _stage_ends(self.stages)]
+
+    @property
+    def num_features(self) -> tuple[int, ...]:
+        return _stage_dims(self.embed_dim, self.dim_mul, self.stages)
+
+    @property
+    def reductions(self) -> tuple[int, ...]:
+        return tuple(self.patch_stride[0] * self.q_stride[0] ** min(i, self.q_pool) for i in range(len(self.stages)))
+
+
 @dataclasses.dataclass(frozen=True)
-class HieraSpec(TimmSpec):
+class HieraSpec(_HieraStages, TimmSpec):
     """A timm Hiera, resolved: `Hiera`'s arguments that shape the backbone."""
 
     img_size: tuple[int, int] = (224, 224)
@@ -153,18 +170,6 @@ class HieraSpec(TimmSpec):
             dim = dim_out
         return plans
 
-    @property
-    def stage_names(self) -> list[str]:
-        return [f"blocks.{end}" for end in _stage_ends(self.stages)]
-
-    @property
-    def num_features(self) -> tuple[int, ...]:
-        return _stage_dims(self.embed_dim, self.dim_mul, self.stages)
-
-    @property
-    def reductions(self) -> tuple[int, ...]:
-        return tuple(self.patch_stride[0] * self.q_stride[0] ** min(i, self.q_pool) for i in range(len(self.stages)))
-
     def build(self, num_channels: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
         return {"trunk": HieraTrunk(
             num_channels=num_channels, embed_dim=self.embed_dim, image_size=self.img_size,
@@ -194,7 +199,7 @@ def _trunk_stage_paths(names, stages, embeddings) -> dict[str, list[tuple]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class HieraDetSpec(TimmSpec):
+class HieraDetSpec(_HieraStages, TimmSpec):
     """A timm HieraDet (SAM2's trunk), resolved: `HieraDet`'s arguments that shape the backbone."""
 
     embed_dim: int = 96
@@ -252,18 +257,6 @@ class HieraDetSpec(TimmSpec):
                                       window_size=window, drop_path=float(rates[i])))
             dim = dim_out
         return plans
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [f"blocks.{end}" for end in _stage_ends(self.stages)]
-
-    @property
-    def num_features(self) -> tuple[int, ...]:
-        return _stage_dims(self.embed_dim, self.dim_mul, self.stages)
-
-    @property
-    def reductions(self) -> tuple[int, ...]:
-        return tuple(self.patch_stride[0] * self.q_stride[0] ** min(i, self.q_pool) for i in range(len(self.stages)))
 
     def build(self, num_channels: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
         return {"trunk": HieraDetTrunk(
