@@ -11,12 +11,10 @@ os.environ["HF_HUB_CACHE"] = _HUB_CACHE
 os.environ["JAXBACKBONES_CACHE"] = os.path.join(_HUB_CACHE, "converted")
 os.environ.pop("HF_HOME", None)
 
-# XLA:CPU's LLVM optimisation passes are most of the suite's time: the tests compile hundreds of small programs and
-# run each once or twice (a tiny Swin's train step compiled in 11.6 s with them, 2.3 s without; 2 EPYC cores). The
-# tests check values, which these passes do not change beyond float rounding; speed is measured in benchmarks/.
-# Subprocesses (the 8-device run, notebooks, the CLI) inherit the flags.
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [
-    os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]))
+from helpers import QUICK_COMPILE_FLAGS  # noqa: E402
+
+# Set before jax starts; subprocesses (the 8-device run, the CLI) inherit them.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), *QUICK_COMPILE_FLAGS]))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
