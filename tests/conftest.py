@@ -29,12 +29,20 @@ def hub_cache():
     shutil.rmtree(_HUB_CACHE, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Deselect `multidevice` tests in a session with fewer than 8 devices.
+# The suite's longest tests (30-90 s each on 2 cores), started first: run last, one of them keeps a worker busy
+# while the other has finished.
+LONGEST_FIRST = ("test_notebooks.py::", "test_sharding.py::test_on_8_virtual_devices", "test_readme.py::",
+                 "test_cli.py::test_models_lists_every_family", "test_vitdet.py::test_full_size_sam_vit_b_at_1024",
+                 "test_rt_detr_resnet.py::test_frozen_batch_norm_in_train_mode")
 
-    They need `--xla_force_host_platform_device_count=8` before jax starts; test_on_8_virtual_devices runs
-    them in a subprocess that has it, so here they are not run (and not reported as skipped).
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect `multidevice` tests in a session with fewer than 8 devices, and start the longest tests first.
+
+    The multidevice ones need `--xla_force_host_platform_device_count=8` before jax starts; test_on_8_virtual_devices
+    runs them in a subprocess that has it, so here they are not run (and not reported as skipped).
     """
+    items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST_FIRST))  # stable: order kept
     if jax.device_count() >= 8:
         return
     deselected = [item for item in items if item.get_closest_marker("multidevice")]
