@@ -46,7 +46,9 @@ def timm_equivalent(name: str) -> str | None:
     if name.startswith("ustc-community/dfine-"):  # D-FINE's HGNetV2 sizes (its paper: B0, B0, B2, B4, B5)
         return {"nano": "hgnetv2_b0", "small": "hgnetv2_b0", "medium": "hgnetv2_b2", "large": "hgnetv2_b4",
                 "xlarge": "hgnetv2_b5"}[name.split("-")[2]]
-    repo = name.removeprefix("facebook/")
+    if name.startswith(("LiheYoung/depth-anything-", "depth-anything/Depth-Anything-V2-")):  # DINOv2 backbones
+        return f"vit_{name.split('-')[-2].lower()}_patch14_dinov2"
+    repo = name.removeprefix("facebook/").removeprefix("openmmlab/upernet-").removeprefix("dpt-")
     for prefix, template in (("convnext-", "convnext_{}"), ("convnextv2-", "convnextv2_{}"),
                              ("dinov3-convnext-", "convnext_{}"),
                              ("dinov2-with-registers-", "vit_{}_patch14_reg4_dinov2"),
@@ -59,8 +61,11 @@ def timm_equivalent(name: str) -> str | None:
         return f"samvit_{repo.removeprefix('sam-vit-')}_patch16"
     if name.startswith(("nvidia/mit-", "OpenGVLab/pvt_v2_")):  # MiT has PVTv2's shape (its MLP ratios aside)
         return "pvt_v2_" + name.replace("-", "_").split("_")[-1]
+    if name.startswith("nvidia/segformer-"):  # the fine-tuned MiTs
+        return "pvt_v2_" + name.split("-")[1]
     if repo.startswith("hiera-"):
-        return f"hiera_{repo.removeprefix('hiera-').removesuffix('-224-hf').replace('-', '_')}_224"
+        size = repo.removeprefix("hiera-").removesuffix("-hf").removesuffix("-mae").removesuffix("-224")
+        return f"hiera_{size.replace('-', '_')}_224"
     if repo.startswith(("sam2.1-hiera-", "sam2-hiera-")):
         return f"sam2_hiera_{repo.split('-hiera-')[1].removesuffix('-hf').replace('-', '_')}"
     return None
@@ -252,6 +257,41 @@ def _d_fine(**backbone):
     return config
 
 
+def _swin(size: str, **options):
+    """The SwinConfig a head conversion script starts from: swin-tiny's (the defaults), swin-small's depths,
+    SwinConfig(embed_dim=128, window_size=12, ...) at 224 or at 384, swin-large-patch4-window12-384's."""
+    sizes = {"tiny": {}, "small": dict(depths=[2, 2, 18, 2]),
+             "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12),
+             "large": dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12)}
+    at_384 = dict(image_size=384) if size.endswith("-384") else {}
+    return transformers.SwinConfig(**sizes[size.removesuffix("-384")], **at_384, **options)
+
+
+STAGES_1_4 = dict(out_features=["stage1", "stage2", "stage3", "stage4"])
+
+
+def _dinov2(size: str, layers: list[int], apply_layernorm: bool):
+    """`Dinov2Config.from_pretrained("facebook/dinov2-<size>", out_indices=..., apply_layernorm=...,
+    reshape_hidden_states=False)`, from the catalog's own row of that repo (itself checked above)."""
+    config = dict(catalog.KNOWN_CHECKPOINTS[f"facebook/dinov2-{size}"].config)
+    return transformers.Dinov2Config(**config, out_indices=layers, apply_layernorm=apply_layernorm,
+                                     reshape_hidden_states=False)
+
+
+def _mit(size: str) -> transformers.SegformerConfig:
+    """SegformerConfig as convert_segformer_original_to_pytorch.py sets it for a semantic segmentation model."""
+    depths, hidden_sizes, decoder = {"b0": ([2, 2, 2, 2], [32, 64, 160, 256], 256),
+                                     "b5": ([3, 6, 40, 3], [64, 128, 320, 512], 768)}[size]
+    return transformers.SegformerConfig(depths=depths, hidden_sizes=hidden_sizes, decoder_hidden_size=decoder,
+                                        num_labels=150)
+
+
+def _hiera_mae(**size):
+    """HieraConfig as convert_hiera_to_hf.py --mae-model sets it for HieraForPreTraining."""
+    return transformers.HieraConfig(**size, num_query_pool=2, decoder_hidden_size=512, decoder_depth=8,
+                                    decoder_num_heads=16, mask_ratio=0.6)
+
+
 # The detector configs of head repos with catalog rows, as transformers' conversion scripts build them.
 HEAD_CONFIGS = {
     "PekingU/rtdetr_r50vd": lambda: transformers.RTDetrConfig(),
@@ -273,6 +313,46 @@ HEAD_CONFIGS = {
                                                                                        backbone="resnet50"),
     "SenseTime/deformable-detr": lambda: transformers.DeformableDetrConfig(use_timm_backbone=True,
                                                                            backbone="resnet50"),
+    **{f"facebook/mask2former-swin-{size.removesuffix('-384')}-{task}": (lambda size=size: transformers.Mask2FormerConfig(
+        backbone_config=_swin(size, drop_path_rate=0.3, **STAGES_1_4), feature_strides=[4, 8, 16, 32]))
+       for size, task in (("tiny", "coco-instance"), ("small", "ade-semantic"), ("base", "coco-panoptic"),
+                          ("large-384", "cityscapes-semantic"))},
+    "facebook/mask2former-swin-base-IN21k-coco-instance": lambda: transformers.Mask2FormerConfig(
+        backbone_config=_swin("base", drop_path_rate=0.3, **STAGES_1_4)),
+    # MaskFormer selects stages 1-4 whatever its backbone_config says
+    **{f"facebook/maskformer-swin-{size.removesuffix('-384')}-{dataset}": (
+        lambda size=size: transformers.MaskFormerConfig(backbone_config=_swin(size)))
+       for size, dataset in (("tiny", "ade"), ("small", "coco"), ("base-384", "ade"), ("large-384", "coco"))},
+    **{f"shi-labs/oneformer_{dataset}_swin_{size.removesuffix('-384')}": (
+        lambda size=size: transformers.OneFormerConfig(backbone_config=_swin(size, drop_path_rate=0.3, **STAGES_1_4)))
+       for dataset, size in (("ade20k", "tiny"), ("coco", "large-384"), ("cityscapes", "large-384"))},
+    **{f"openmmlab/upernet-swin-{size}": (lambda size=size: transformers.UperNetConfig(
+        backbone_config=_swin(size, **STAGES_1_4))) for size in ("tiny", "small", "base", "large")},
+    "openmmlab/upernet-convnext-tiny": lambda: transformers.UperNetConfig(
+        backbone_config=transformers.ConvNextConfig(hidden_sizes=[96, 192, 384, 768], **STAGES_1_4)),
+    "openmmlab/upernet-convnext-xlarge": lambda: transformers.UperNetConfig(backbone_config=transformers.ConvNextConfig(
+        depths=[3, 3, 27, 3], hidden_sizes=[256, 512, 1024, 2048], **STAGES_1_4)),
+    **{f"IDEA-Research/grounding-dino-{size.removesuffix('-384')}": (
+        lambda size=size: transformers.GroundingDinoConfig(backbone_config=_swin(size, out_indices=[2, 3, 4])))
+       for size in ("tiny", "base-384")},
+    **{f"facebook/dpt-dinov2-{size}-{dataset}": (lambda size=size, layers=layers: transformers.DPTConfig(
+        backbone_config=_dinov2(size, layers, apply_layernorm=False), use_bias_in_fusion_residual=False,
+        add_projection=True))
+       for size, dataset, layers in (("small", "nyu", [3, 6, 9, 12]), ("giant", "kitti", [10, 20, 30, 40]))},
+    **{repo: (lambda size=size, layers=layers: transformers.DepthAnythingConfig(
+        backbone_config=_dinov2(size, layers, apply_layernorm=True)))
+       for repo, size, layers in (("LiheYoung/depth-anything-small-hf", "small", [9, 10, 11, 12]),
+                                  ("LiheYoung/depth-anything-large-hf", "large", [21, 22, 23, 24]),
+                                  ("depth-anything/Depth-Anything-V2-Base-hf", "base", [3, 6, 9, 12]),
+                                  ("depth-anything/Depth-Anything-V2-Large-hf", "large", [5, 12, 18, 24]))},
+    **{f"microsoft/table-transformer-{task}": (lambda queries=queries: transformers.TableTransformerConfig(
+        backbone="resnet18", use_timm_backbone=True, num_queries=queries))
+       for task, queries in (("detection", 15), ("structure-recognition", 125))},
+    "nvidia/segformer-b0-finetuned-ade-512-512": lambda: _mit("b0"),
+    "nvidia/segformer-b5-finetuned-cityscapes-1024-1024": lambda: _mit("b5"),
+    "facebook/hiera-tiny-224-mae-hf": lambda: _hiera_mae(depths=[1, 2, 7, 2]),
+    "facebook/hiera-huge-224-mae-hf": lambda: _hiera_mae(embed_dim=256, num_heads=[4, 8, 16, 32],
+                                                         depths=[2, 6, 36, 4]),
 }
 
 

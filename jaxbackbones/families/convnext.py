@@ -3,7 +3,7 @@ ConvNeXts (`models/convnext.py`, `models/timm/convnext.py`, `convert/hf_convnext
 tests/test_convnext.py, test_timm_vit.py)."""
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
-from .preprocessing import DINOV3_PREPROCESSING, IMAGENET, RESNET_PREPROCESSING
+from .preprocessing import DINOV3_PREPROCESSING, IMAGENET, RESNET_PREPROCESSING, SEGFORMER_DEFAULTS
 
 # facebook/convnextv2-*: ConvNextImageProcessor(size=224 or 384, crop_pct=224 / 256 (None, the same, at 384),
 # ImageNet mean and std, bicubic), as convert_convnextv2_to_pytorch.py saves it.
@@ -51,6 +51,13 @@ CHECKPOINTS = {
                     "base-22k-384", "large-22k-224", "large-22k-384")},
     **{f"facebook/dinov3-convnext-{size}-pretrain-lvd1689m": KnownCheckpoint(
         "dinov3_convnext", _convnext(size), DINOV3_PREPROCESSING) for size in ("tiny", "small", "base", "large")},
+    # UperNet's ConvNeXt backbone_config, as loading the head gives it: stages 1-4. convert_convnext_upernet_to_pytorch.py
+    # builds ConvNextConfig(out_features=stages 1-4) for tiny (its one converted model); the other sizes are ConvNeXt's
+    # (mmsegmentation's UperNet-ConvNeXt configs). The script saves no processor; the UperNet repos' is
+    # SegformerImageProcessor()'s, as convert_swin_upernet_to_pytorch.py saves it.
+    **{f"openmmlab/upernet-convnext-{size}": KnownCheckpoint(
+        "convnext", {**_convnext(size), "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+        SEGFORMER_DEFAULTS) for size in ("tiny", "small", "base", "large", "xlarge")},
 }
 
 _MODULE = "models.convnext:ConvNextBackbone"

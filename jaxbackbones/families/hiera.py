@@ -21,6 +21,7 @@ _HIERA_SIZES = {
     "large": dict(embed_dim=144, num_heads=[2, 4, 8, 16], depths=[2, 6, 36, 4]),
     "huge": dict(embed_dim=256, num_heads=[4, 8, 16, 32], depths=[2, 6, 36, 4]),
 }
+_MAE = dict(num_query_pool=2, decoder_hidden_size=512, decoder_depth=8, decoder_num_heads=16)
 
 # facebook/sam2.1-hiera-*: Sam2ImageProcessorFast (a 1024x1024 bilinear resize, rescale, ImageNet normalisation), as
 # convert_sam2_to_hf.py saves it.
@@ -51,6 +52,10 @@ def _sam2(size: str) -> dict:
 
 CHECKPOINTS = {
     **{f"facebook/hiera-{size}-224-hf": KnownCheckpoint("hiera", config, HIERA_PREPROCESSING)
+       for size, config in _HIERA_SIZES.items()},
+    # The MAE pre-training checkpoints: HieraForPreTraining (the backbone under `hiera.`, its decoder ignored), whose
+    # config convert_hiera_to_hf.py (--mae-model) sets: query pooling in two stages, the MAE decoder's sizes.
+    **{f"facebook/hiera-{size}-224-mae-hf": KnownCheckpoint("hiera", {**config, **_MAE}, HIERA_PREPROCESSING)
        for size, config in _HIERA_SIZES.items()},
     **{f"facebook/sam2.1-hiera-{size}": KnownCheckpoint("sam2_video", _sam2(size), SAM2_PREPROCESSING)
        for size in _SAM2_SIZES},

@@ -26,3 +26,8 @@ RT_DETR_PREPROCESSING = {"image_processor_type": "RTDetrImageProcessor", "do_con
 DETR_PREPROCESSING = {"image_processor_type": "DetrImageProcessor", "do_normalize": True, "do_pad": True,
                       "do_rescale": True, "do_resize": True, "format": "coco_detection", "resample": 2,
                       "rescale_factor": 1 / 255, "size": {"shortest_edge": 800, "longest_edge": 1333}, **IMAGENET}
+# SegformerImageProcessor()'s defaults (512 x 512 bilinear, ImageNet normalisation), as the UperNet conversion
+# scripts save them for openmmlab/upernet-*.
+SEGFORMER_DEFAULTS = {"image_processor_type": "SegformerImageProcessor", "do_normalize": True,
+                      "do_reduce_labels": False, "do_rescale": True, "do_resize": True, "resample": 2,
+                      "rescale_factor": 1 / 255, "size": {"height": 512, "width": 512}, **IMAGENET}

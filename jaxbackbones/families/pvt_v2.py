@@ -41,6 +41,14 @@ def _pvt_v2(size: str) -> dict:
 CHECKPOINTS = {
     **{f"nvidia/mit-{size}": KnownCheckpoint("segformer", _mit(size), SEGFORMER_PREPROCESSING) for size in _SIZES},
     **{f"OpenGVLab/pvt_v2_{size}": KnownCheckpoint("pvt_v2", _pvt_v2(size), PVT_V2_PREPROCESSING) for size in _SIZES},
+    # SegFormer's semantic segmentation models: the same encoder (SegformerForSemanticSegmentation's `segformer.`,
+    # as SegformerModel's), at the resolution convert_segformer_original_to_pytorch.py names (ADE20K: 512, b5 640;
+    # Cityscapes: 1024), with nvidia/mit-b*'s preprocessor fields at that size (ADE20K's with reduced labels).
+    **{f"nvidia/segformer-{size}-finetuned-ade-{pixels}-{pixels}": KnownCheckpoint(
+        "segformer", _mit(size), {**SEGFORMER_PREPROCESSING, "size": pixels, "reduce_labels": True})
+       for size in _SIZES for pixels in [640 if size == "b5" else 512]},
+    **{f"nvidia/segformer-{size}-finetuned-cityscapes-1024-1024": KnownCheckpoint(
+        "segformer", _mit(size), {**SEGFORMER_PREPROCESSING, "size": 1024}) for size in _SIZES},
 }
 
 _MODULE = "models.pvt_v2:PvtV2Backbone"

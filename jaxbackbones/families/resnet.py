@@ -45,6 +45,14 @@ CHECKPOINTS = {
            ("microsoft/conditional-detr-resnet-50", "resnet50", dict(out_indices=[1, 2, 3, 4]),
             "ConditionalDetrImageProcessor"),
            ("SenseTime/deformable-detr", "resnet50", dict(out_indices=[2, 3, 4]), "DeformableDetrImageProcessor"))},
+    # Table Transformer (convert_table_transformer_to_hf.py): TableTransformerConfig(backbone="resnet18") in DETR's
+    # timm layout, with DetrImageProcessor(max_size=800 for detection, 1000 for structure recognition): the longest
+    # edge, as the hub files of that time state it.
+    **{f"microsoft/table-transformer-{task}": KnownCheckpoint(
+        "timm_backbone", dict(backbone="resnet18", use_pretrained_backbone=False, freeze_batch_norm_2d=True,
+                              out_indices=[1, 2, 3, 4]),
+        {**DETR_PREPROCESSING, "size": {"shortest_edge": 800, "longest_edge": longest}})
+       for task, longest in (("detection", 800), ("structure-recognition", 1000))},
 }
 
 FAMILY = Family(

@@ -20,6 +20,25 @@ _DINOV2_SIZES = {
     "giant": dict(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True),
 }
 _AT_518 = dict(image_size=518, patch_size=14)
+# DPT over DINOv2 (convert_dinov2_depth_to_hf.py) and Depth Anything V2 (convert_depth_anything_to_hf.py): the
+# facebook/dinov2-* config with these layers; Depth Anything V1 its last four.
+_DPT_LAYERS = {"small": [3, 6, 9, 12], "base": [3, 6, 9, 12], "large": [5, 12, 18, 24], "giant": [10, 20, 30, 40]}
+_DEPTH_ANYTHING_V1_LAYERS = {"small": [9, 10, 11, 12], "base": [9, 10, 11, 12], "large": [21, 22, 23, 24]}
+_DPT_DINOV2 = dict(apply_layernorm=False, reshape_hidden_states=False)
+_DEPTH_ANYTHING = dict(apply_layernorm=True, reshape_hidden_states=False)
+# facebook/dpt-dinov2-*: DPTImageProcessor(do_resize=False, do_rescale=False, do_pad=True, size_divisor=14,
+# do_normalize=True, mean and std in 0-255 units), as convert_dinov2_depth_to_hf.py saves it.
+DPT_DINOV2_PREPROCESSING = {"image_processor_type": "DPTImageProcessor", "do_normalize": True, "do_pad": True,
+                            "do_rescale": False, "do_resize": False, "ensure_multiple_of": 1,
+                            "image_mean": [123.675, 116.28, 103.53], "image_std": [58.395, 57.12, 57.375],
+                            "keep_aspect_ratio": False, "resample": 3, "rescale_factor": 1 / 255,
+                            "size": {"height": 384, "width": 384}, "size_divisor": 14}
+# Depth Anything (V1 and V2): DPTImageProcessor(518 x 518 keeping the aspect ratio, a multiple of 14, bicubic,
+# rescale, ImageNet normalisation), as convert_depth_anything_to_hf.py saves it.
+DEPTH_ANYTHING_PREPROCESSING = {"image_processor_type": "DPTImageProcessor", "do_normalize": True, "do_pad": False,
+                                "do_rescale": True, "do_resize": True, "ensure_multiple_of": 14,
+                                "keep_aspect_ratio": True, "resample": 3, "rescale_factor": 1 / 255,
+                                "size": {"height": 518, "width": 518}, **IMAGENET}
 # DINOv3 ViT sizes, as convert_dinov3_vit_to_hf.py states them (all with 4 register tokens).
 _GATED = dict(use_gated_mlp=True, hidden_act="silu")
 _DINOV3_VIT_SIZES = {
@@ -42,6 +61,16 @@ CHECKPOINTS = {
     **{f"facebook/dinov3-{size}-pretrain-lvd1689m": KnownCheckpoint(
         "dinov3_vit", {**config, "num_register_tokens": 4}, DINOV3_PREPROCESSING)
        for size, config in _DINOV3_VIT_SIZES.items()},
+    # The DINOv2 backbone_config of DPT and Depth Anything, as loading the head gives it: tokens, not maps
+    # (reshape_hidden_states=False), the head's layers.
+    **{f"facebook/dpt-dinov2-{size}-{dataset}": KnownCheckpoint(
+        "dinov2", {**_AT_518, **_DINOV2_SIZES[size], "out_indices": _DPT_LAYERS[size], **_DPT_DINOV2},
+        DPT_DINOV2_PREPROCESSING) for size in _DINOV2_SIZES for dataset in ("nyu", "kitti")},
+    **{repo: KnownCheckpoint("dinov2", {**_AT_518, **_DINOV2_SIZES[size], "out_indices": layers, **_DEPTH_ANYTHING},
+                             DEPTH_ANYTHING_PREPROCESSING)
+       for size in ("small", "base", "large")
+       for repo, layers in ((f"LiheYoung/depth-anything-{size}-hf", _DEPTH_ANYTHING_V1_LAYERS[size]),
+                            (f"depth-anything/Depth-Anything-V2-{size.capitalize()}-hf", _DPT_LAYERS[size]))},
 }
 
 _CONFIGS = "models.vit_configs"
