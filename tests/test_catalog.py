@@ -163,7 +163,9 @@ def test_known_checkpoints_are_valid_transformers_configs(name, tmp_path):
 def test_known_checkpoints_have_the_shape_of_timm_s_entrypoint(name):
     """timm's entrypoint of the same network states the same widths, depths and stages."""
     config = catalog.offline_config(name)
-    spec = TimmBackboneConfig(timm_equivalent(name)).timm_spec
+    # Hiera's MAE models pool queries in two stages (timm's `q_pool`), where the classifiers pool in three
+    model_args = {"q_pool": 2} if name.endswith("-mae-hf") else None
+    spec = TimmBackboneConfig(timm_equivalent(name), model_args=model_args).timm_spec
     stages = catalog.stages(config)
     if spec.family == "convnext":
         assert (config.depths, config.hidden_sizes, config.use_grn) == (list(spec.depths), list(spec.dims),
