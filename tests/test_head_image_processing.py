@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 import transformers
+from PIL import Image
 from transformers.image_utils import SizeDict
 from test_image_processing import random_images
 
@@ -224,6 +225,16 @@ def test_oneformer_config_reads_as_transformers_reads_it(tmp_path, legacy_size):
     assert_same(ours, theirs, random_images(SIZES[:3], seed=48) + panorama)
 
 
+@pytest.mark.parametrize("name", ["DPT", "Mask2Former", "OneFormer"])
+def test_gray_and_transparent_images_match_transformers(name):
+    # transformers converts them only when asked (do_convert_rgb=True); ours always does, by default.
+    theirs = getattr(transformers, f"{name}ImageProcessorPil")(do_convert_rgb=True)
+    ours = getattr(image_processing, f"{name}ImageProcessor")()
+    rgba, gray = random_images([(61, 83), (61, 83)], seed=49)
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(83, dtype=np.uint8) * 3, (61, 1))))
+    assert_same(ours, theirs, [rgba, gray.convert("L"), gray.convert("P")])
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="size=512 needs max_size"):
         image_processing.MaskFormerImageProcessor(size=512)
@@ -236,5 +247,8 @@ def test_errors_name_the_problem():
         image_processing.DPTImageProcessor(ensure_multiple_of=0)
     with pytest.raises(ValueError, match="size=.*expected .*height"):
         image_processing.DPTImageProcessor(size={"shortest_edge": 384})
+    with pytest.raises(ValueError, match=r"resizes to \(0, 14\)"):
+        processor = image_processing.DPTImageProcessor(size={"height": 5, "width": 14}, ensure_multiple_of=14)
+        processor(random_images([(9, 9)]))
     with pytest.raises(ValueError, match="different shapes"):  # keep_aspect_ratio: one size per aspect ratio
         image_processing.DPTImageProcessor(keep_aspect_ratio=True, ensure_multiple_of=14)(random_images(SIZES[:2]))

@@ -86,6 +86,10 @@ class DPTImageProcessor(_TransformersImageProcessor):
         if self.do_resize:
             height, width = _multiple_size(*array.shape[:2], self.size, self.keep_aspect_ratio,
                                            self.ensure_multiple_of)
+            if height == 0 or width == 0:
+                raise ValueError(f"an image of size {array.shape[:2]} resizes to {(height, width)} with "
+                                 f"size={self.size} and ensure_multiple_of={self.ensure_multiple_of}: expected at "
+                                 "least one pixel")
             array = _pil_resize(array, height, width, self.resample)
         if self.do_rescale:
             array = _rescale(array, self.rescale_factor)
