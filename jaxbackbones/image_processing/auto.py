@@ -25,6 +25,10 @@ PROCESSOR_CLASSES: dict[str, str] = {
     "DeformableDetrImageProcessor": "detr",
     "GroundingDinoImageProcessor": "detr",
     "RTDetrImageProcessor": "detr",
+    "DPTImageProcessor": "dpt",
+    "MaskFormerImageProcessor": "mask_former",
+    "Mask2FormerImageProcessor": "mask_former",
+    "OneFormerImageProcessor": "mask_former",
     "SamImageProcessor": "sam",
     "Sam2ImageProcessor": "sam2",
 }

@@ -273,6 +273,25 @@ def _batch(pixels: list[np.ndarray], data_format: str, return_tensors: str) -> B
     return BatchFeature(pixel_values=jnp.asarray(batch) if return_tensors == "jax" else batch)
 
 
+def _padded_batch(pixels: list[np.ndarray], pad_size: dict[str, int] | None, data_format: str,
+                  return_tensors: str) -> BatchFeature:
+    """(H, W, C) arrays padded with zeros at the bottom and right to `pad_size` ({"height", "width"}), or to the
+    largest height and width among them when None, as a `BatchFeature` with `pixel_values` and `pixel_mask`
+    ((N, H, W) int64: 1 on image pixels, 0 on padding), as transformers' DETR and MaskFormer processors pad."""
+    if pad_size is not None:
+        height, width = pad_size["height"], pad_size["width"]
+    else:
+        height, width = max(p.shape[0] for p in pixels), max(p.shape[1] for p in pixels)
+    masks = np.zeros((len(pixels), height, width), dtype=np.int64)
+    for mask, image in zip(masks, pixels):
+        if image.shape[0] > height or image.shape[1] > width:
+            raise ValueError(f"pad_size={pad_size} is smaller than an image of size {image.shape[:2]}")
+        mask[: image.shape[0], : image.shape[1]] = 1
+    out = _batch([_window(image, 0, 0, height, width) for image in pixels], data_format, return_tensors)
+    out["pixel_mask"] = jnp.asarray(masks) if return_tensors == "jax" else masks
+    return out
+
+
 def _check_call_args(data_format: str, return_tensors: str, input_data_format: str | None) -> None:
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format={data_format!r}: expected one of {DATA_FORMATS}")

@@ -16,7 +16,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -27,9 +26,9 @@ from .common import (
     _batch,
     _check_call_args,
     _height_width,
+    _padded_batch,
     _pil_resize,
     _processed_images,
-    _window,
 )
 from .hf_processors import _TransformersImageProcessor
 
@@ -49,6 +48,18 @@ def _size_within_edges(height: int, width: int, shortest_edge: int, longest_edge
     if width < height:
         return int(scale * height / width), size
     return size, int(scale * width / height)
+
+
+def _resized_size(height: int, width: int, size: dict[str, int]) -> tuple[int, int]:
+    """The (height, width) a `size` of the DETR family resizes an image to: within {"shortest_edge",
+    "longest_edge"}, the largest within {"max_height", "max_width"} (aspect ratio kept, truncated), or
+    {"height", "width"}."""
+    if "shortest_edge" in size:
+        return _size_within_edges(height, width, size["shortest_edge"], size["longest_edge"])
+    if "max_height" in size:
+        scale = min(size["max_height"] / height, size["max_width"] / width)
+        return int(height * scale), int(width * scale)
+    return size["height"], size["width"]
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -95,15 +106,7 @@ class DetrImageProcessor(_TransformersImageProcessor):
         self.pad_size = _height_width(self.pad_size, "pad_size", needed=False, flag="do_pad")
 
     def _resize(self, array: np.ndarray) -> np.ndarray:
-        height, width = array.shape[:2]
-        if "shortest_edge" in self.size:
-            size = _size_within_edges(height, width, self.size["shortest_edge"], self.size["longest_edge"])
-        elif "max_height" in self.size:
-            scale = min(self.size["max_height"] / height, self.size["max_width"] / width)
-            size = int(height * scale), int(width * scale)
-        else:
-            size = self.size["height"], self.size["width"]
-        return _pil_resize(array, *size, self.resample)
+        return _pil_resize(array, *_resized_size(*array.shape[:2], self.size), self.resample)
 
     def __call__(self, images: Any, *, data_format: str = "channels_last", return_tensors: str = "np",
                  input_data_format: str | None = None, **overrides: Any) -> BatchFeature:
@@ -113,18 +116,7 @@ class DetrImageProcessor(_TransformersImageProcessor):
         options, pixels = _processed_images(self, images, overrides, input_data_format)
         if not options.do_pad:
             return _batch(pixels, data_format, return_tensors)
-        if options.pad_size is not None:
-            height, width = options.pad_size["height"], options.pad_size["width"]
-        else:
-            height, width = max(p.shape[0] for p in pixels), max(p.shape[1] for p in pixels)
-        masks = np.zeros((len(pixels), height, width), dtype=np.int64)
-        for mask, image in zip(masks, pixels):
-            if image.shape[0] > height or image.shape[1] > width:
-                raise ValueError(f"pad_size={options.pad_size} is smaller than an image of size {image.shape[:2]}")
-            mask[: image.shape[0], : image.shape[1]] = 1
-        out = _batch([_window(image, 0, 0, height, width) for image in pixels], data_format, return_tensors)
-        out["pixel_mask"] = jnp.asarray(masks) if return_tensors == "jax" else masks
-        return out
+        return _padded_batch(pixels, options.pad_size, data_format, return_tensors)
 
 
 @dataclasses.dataclass(kw_only=True)
