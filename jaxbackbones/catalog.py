@@ -10,6 +10,7 @@ whose `config.json` and preprocessing are stated offline: the `checkpoints` of e
 
 from __future__ import annotations
 
+import json
 import re
 
 from . import registry
@@ -67,7 +68,20 @@ def stages(config: PretrainedConfig) -> list[tuple[str, int, int]]:
     block per stage where the config has per-stage `depths`: a stage's channels and stride do not depend on its number
     of blocks; and with one layer where the config has `num_hidden_layers` (ViTs, a stage per layer): every layer's
     stage is the first one's. tests/test_catalog.py checks both for every family; deep models list ten times faster.
+    Configs that differ only in their stage selection share one trace (the head rows repeat their backbones).
     """
+    selection = ("out_features", "out_indices", "_out_features", "_out_indices")
+    key = json.dumps({name: value for name, value in config.to_dict().items() if name not in selection},
+                     sort_keys=True, default=str)
+    if key not in _STAGES:
+        _STAGES[key] = _stages(config)
+    return list(_STAGES[key])
+
+
+_STAGES: dict[str, list[tuple[str, int, int]]] = {}
+
+
+def _stages(config: PretrainedConfig) -> list[tuple[str, int, int]]:
     spec = getattr(config, "timm_spec", None)
     if spec is not None and all(hasattr(spec, name) for name in ("stage_names", "num_features", "reductions")):
         return list(zip(spec.stage_names, spec.num_features, spec.reductions))

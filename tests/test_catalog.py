@@ -96,6 +96,17 @@ def test_listed_stages_are_the_modules_stages(family):
     assert catalog.stages(config) == catalog._traced_stages(config)
 
 
+def test_configs_that_differ_in_their_stage_selection_share_one_trace(monkeypatch):
+    traced = []
+    monkeypatch.setattr(catalog, "_STAGES", {})
+    monkeypatch.setattr(catalog, "_stages", lambda config: traced.append(config) or [("stem", 8, 4)])
+    config = SMALL_CONFIGS["swin"]()
+    listed = [catalog.stages(type(config).from_dict(config.to_dict(), out_indices=indices)) for indices in ([1], [2])]
+    assert listed == [[("stem", 8, 4)]] * 2 and len(traced) == 1
+    catalog.stages(type(config).from_dict(config.to_dict(), window_size=2))  # another network: traced
+    assert len(traced) == 2
+
+
 def test_every_model_type_and_timm_family_has_an_example():
     """The every-family tests (Linen, Orbax, the stages above) reach every model type and timm family the registry
     lists, through the families' `examples`."""
