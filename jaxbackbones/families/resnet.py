@@ -7,9 +7,9 @@ PekingU/rtdetr_v2_r{18,34,50,101}vd (their `config.json` is an `rt_detr` / `rt_d
 sit under the detector's `model.backbone.model.` prefix; transformers' conversion scripts state the sizes), as loading
 the detector gives it: stages 2-4, BatchNorm frozen; with the detector's RTDetrImageProcessor.
 
-The DETR rows are the timm ResNets DETR-style detectors build from `use_timm_backbone` + `backbone` (`timm_backbone`
-configs, as `heads.py` derives them: DETR's stages 1-4, Deformable DETR's 2-4, DC5's output stride 16), BatchNorm
-frozen, with the detector's processor.
+The DETR rows (and Table Transformer's) are the timm ResNets DETR-style detectors build from `use_timm_backbone` +
+`backbone` (`timm_backbone` configs, as `heads.py` derives them: DETR's stages 1-4, Deformable DETR's 2-4, DC5's
+output stride 16), BatchNorm frozen, with the detector's processor.
 """
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout

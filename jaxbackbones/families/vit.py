@@ -1,6 +1,7 @@
 """ViTs: DINOv2 (with and without registers) and DINOv3's ViT (facebook/dinov2-*, dinov3-vit*) and timm's ViTs and
 EVAs (`models/vit.py`, `models/vit_configs.py`, `models/timm/vit.py`, `convert/hf_vit.py`, `convert/timm_vit.py`,
-tests/test_vit.py, test_timm_vit.py)."""
+tests/test_vit.py, test_timm_vit.py); and the DINOv2 of DPT and Depth Anything checkpoints, as loading the head gives
+it."""
 
 from ..registry import Family, KnownCheckpoint, ModelType, TimmLayout
 from .preprocessing import DINOV3_PREPROCESSING, IMAGENET
