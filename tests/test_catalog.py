@@ -6,11 +6,12 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 import transformers
 from flax import nnx
 from helpers import SMALL_CONFIGS
-from test_image_processing import DINOV2_PREPROCESSOR, DINOV3_PREPROCESSOR
+from test_image_processing import DINOV2_PREPROCESSOR, DINOV3_PREPROCESSOR, hf_pixels, random_images
 
 from jaxbackbones import AutoBackbone, AutoConfig, TimmBackboneConfig, catalog, registry
 from jaxbackbones.auto import FAMILIES, TIMM_TABLES
@@ -245,6 +246,27 @@ def test_smallest_checkpoints_build_and_run(name):
     outputs = nnx.eval_shape(lambda model, pixels: model(pixels), model, pixels)
     assert [feature_map.shape for feature_map in outputs.feature_maps] == [
         (1, height // reduction, height // reduction, channels) for _, channels, reduction in catalog.stages(config)]
+
+
+# One head row per processor its rows use (the settings test above compares every row's options)
+HEAD_PROCESSOR_ROWS = ["facebook/mask2former-swin-tiny-coco-instance", "facebook/maskformer-swin-tiny-ade",
+                       "shi-labs/oneformer_ade20k_swin_tiny", "facebook/dpt-dinov2-small-nyu",
+                       "LiheYoung/depth-anything-small-hf", "openmmlab/upernet-swin-tiny",
+                       "IDEA-Research/grounding-dino-tiny", "microsoft/table-transformer-structure-recognition",
+                       "nvidia/segformer-b0-finetuned-ade-512-512"]
+
+
+@pytest.mark.parametrize("name", HEAD_PROCESSOR_ROWS)
+def test_head_rows_preprocess_as_transformers_does(name, tmp_path):
+    """The pixels of a head row's processor, bit for bit transformers' PIL backend's on the same file."""
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(catalog.KNOWN_CHECKPOINTS[name].preprocessing))
+    theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    ours = catalog.offline_processor(name, catalog.offline_config(name))
+    kwargs = {"task_inputs": ["semantic"]} if "oneformer" in name else {}
+    # one image a call: DPT's processors keep each image's own size, which a batch of two sizes cannot hold
+    for image in random_images([(97, 311), (480, 640)], seed=23):
+        expected = np.asarray(hf_pixels(theirs, [image], **kwargs))
+        np.testing.assert_array_equal(ours([image], data_format="channels_first").pixel_values, expected)
 
 
 def test_preprocessing_is_the_hub_files_test_image_processing_states():
