@@ -233,3 +233,18 @@ def run_cli(*args: str, env: dict | None = None):
         except SystemExit as exit_:  # argparse's usage errors
             returncode = exit_.code
     return SimpleNamespace(returncode=returncode, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
+def assert_same_pixels(ours, theirs, images, theirs_kwargs=None, **call_kwargs):
+    """An image processor gives transformers' `pixel_values` (and `pixel_mask`) in both layouts, bit for bit
+    (`theirs_kwargs`: transformers' spelling of the call's options, where it differs)."""
+    reference = theirs(images, return_tensors="np", **(call_kwargs if theirs_kwargs is None else theirs_kwargs))
+    for data_format, expected in (("channels_first", reference.pixel_values),
+                                  ("channels_last", reference.pixel_values.transpose(0, 2, 3, 1))):
+        got = ours(images, data_format=data_format, **call_kwargs)
+        assert got.pixel_values.dtype == np.float32
+        np.testing.assert_array_equal(got.pixel_values, expected)
+        assert ("pixel_mask" in got) == ("pixel_mask" in reference)
+        if "pixel_mask" in reference:
+            assert got.pixel_mask.dtype == np.int64
+            np.testing.assert_array_equal(got.pixel_mask, reference.pixel_mask)

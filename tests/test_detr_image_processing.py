@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import transformers
+from helpers import assert_same_pixels
 from test_image_processing import random_images
 
 from jaxbackbones import image_processing
@@ -17,30 +18,17 @@ SIZES = [(97, 311), (480, 640), (5, 7), (512, 512), (120, 900)]
 NAMES = ["Detr", "ConditionalDetr", "DeformableDetr", "GroundingDino", "RTDetr"]
 
 
-def assert_same(ours, theirs, images, **call_kwargs):
-    reference = theirs(images, return_tensors="np", **call_kwargs)
-    for data_format, expected in (("channels_first", reference.pixel_values),
-                                  ("channels_last", reference.pixel_values.transpose(0, 2, 3, 1))):
-        got = ours(images, data_format=data_format, **call_kwargs)
-        assert got.pixel_values.dtype == np.float32
-        np.testing.assert_array_equal(got.pixel_values, expected)
-        assert ("pixel_mask" in got) == ("pixel_mask" in reference)
-        if "pixel_mask" in reference:
-            assert got.pixel_mask.dtype == np.int64
-            np.testing.assert_array_equal(got.pixel_mask, reference.pixel_mask)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_defaults_match_transformers(name):
     theirs = getattr(transformers, f"{name}ImageProcessorPil")()
     ours = getattr(image_processing, f"{name}ImageProcessor")()
     images = random_images(SIZES[:3], seed=21)
     if name == "RTDetr":
-        assert_same(ours, theirs, images)  # one size, no padding
+        assert_same_pixels(ours, theirs, images)  # one size, no padding
     else:
         for image in images:  # one image: padded to itself, mask all ones
-            assert_same(ours, theirs, [image])
-        assert_same(ours, theirs, images)  # a padded batch of three sizes
+            assert_same_pixels(ours, theirs, [image])
+        assert_same_pixels(ours, theirs, images)  # a padded batch of three sizes
 
 
 @pytest.mark.parametrize("options", [
@@ -55,7 +43,7 @@ def test_options_match_transformers(name, options):
     theirs = getattr(transformers, f"{name}ImageProcessorPil")(**options)
     ours = getattr(image_processing, f"{name}ImageProcessor")(**options)
     sizes = SIZES if options.get("do_pad", name != "RTDetr") else [(97, 311)]  # unpadded: one shape per batch
-    assert_same(ours, theirs, random_images(sizes, seed=22))
+    assert_same_pixels(ours, theirs, random_images(sizes, seed=22))
 
 
 def test_old_detr_configs_read_as_transformers_reads_them(tmp_path):
@@ -68,7 +56,7 @@ def test_old_detr_configs_read_as_transformers_reads_them(tmp_path):
     theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
     assert type(ours).__name__ == "DetrImageProcessor" and type(theirs).__name__ == "DetrImageProcessorPil"
     assert ours.size == {"shortest_edge": 96, "longest_edge": 200} and ours.do_pad
-    assert_same(ours, theirs, random_images(SIZES, seed=23))
+    assert_same_pixels(ours, theirs, random_images(SIZES, seed=23))
 
 
 def test_rt_detr_config_reads_as_transformers_reads_it(tmp_path):
@@ -81,7 +69,7 @@ def test_rt_detr_config_reads_as_transformers_reads_it(tmp_path):
     ours = AutoImageProcessor.from_pretrained(tmp_path)
     theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
     assert type(ours).__name__ == "RTDetrImageProcessor"
-    assert_same(ours, theirs, random_images([(480, 640), (333, 211)], seed=24))
+    assert_same_pixels(ours, theirs, random_images([(480, 640), (333, 211)], seed=24))
 
 
 def test_errors_name_the_problem():

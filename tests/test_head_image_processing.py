@@ -16,6 +16,7 @@ import pytest
 import transformers
 from PIL import Image
 from transformers.image_utils import SizeDict
+from helpers import assert_same_pixels
 from test_image_processing import random_images
 
 from jaxbackbones import image_processing
@@ -30,25 +31,10 @@ FLOAT32_IMAGENET_MEAN = [0.48500001430511475, 0.4560000002384186, 0.405999988317
 FLOAT32_IMAGENET_STD = [0.2290000021457672, 0.2239999920129776, 0.22499999403953552]
 
 
-def assert_same(ours, theirs, images, theirs_kwargs=None, **call_kwargs):
-    """Ours gives transformers' arrays in both layouts (`theirs_kwargs`: transformers' spelling of the call's
-    options, where it differs)."""
-    reference = theirs(images, return_tensors="np", **(call_kwargs if theirs_kwargs is None else theirs_kwargs))
-    for data_format, expected in (("channels_first", reference.pixel_values),
-                                  ("channels_last", reference.pixel_values.transpose(0, 2, 3, 1))):
-        got = ours(images, data_format=data_format, **call_kwargs)
-        assert got.pixel_values.dtype == np.float32
-        np.testing.assert_array_equal(got.pixel_values, expected)
-        assert ("pixel_mask" in got) == ("pixel_mask" in reference)
-        if "pixel_mask" in reference:
-            assert got.pixel_mask.dtype == np.int64
-            np.testing.assert_array_equal(got.pixel_mask, reference.pixel_mask)
-
-
 def assert_same_one_by_one(ours, theirs, images):
     """Sizes that depend on the aspect ratio give one shape per image: compare them one at a time."""
     for image in images:
-        assert_same(ours, theirs, [image])
+        assert_same_pixels(ours, theirs, [image])
 
 
 def from_hub_config(tmp_path, config, theirs_config=None):
@@ -81,7 +67,7 @@ def test_dpt_matches_transformers(options):
     if options.get("keep_aspect_ratio") or not options.get("do_resize", True) or options.get("size_divisor"):
         assert_same_one_by_one(ours, theirs, images)
     else:
-        assert_same(ours, theirs, images)  # one size: one batch
+        assert_same_pixels(ours, theirs, images)  # one size: one batch
 
 
 def test_dpt_rounds_half_to_even_as_python_does():
@@ -91,7 +77,7 @@ def test_dpt_rounds_half_to_even_as_python_does():
     ours, theirs = image_processing.DPTImageProcessor(**options), transformers.DPTImageProcessorPil(**options)
     images = random_images([(35, 21), (70, 42)], seed=32)
     assert ours(images).pixel_values.shape == (2, 28, 28, 3)
-    assert_same(ours, theirs, images)
+    assert_same_pixels(ours, theirs, images)
 
 
 def test_depth_anything_configs_read_as_transformers_reads_them(tmp_path):
@@ -132,7 +118,7 @@ def test_mask_processor_defaults_match_transformers(name):
     ours = getattr(image_processing, f"{name}ImageProcessor")()
     images = random_images(SIZES[:3], seed=41)
     assert_same_one_by_one(ours, theirs, images)  # one image: padded to itself, mask all ones
-    assert_same(ours, theirs, images)  # a padded batch of three sizes
+    assert_same_pixels(ours, theirs, images)  # a padded batch of three sizes
 
 
 @pytest.mark.parametrize("options", [
@@ -149,7 +135,7 @@ def test_mask_processor_defaults_match_transformers(name):
 def test_mask_former_options_match_transformers(name, options):
     theirs = getattr(transformers, f"{name}ImageProcessorPil")(**options)
     ours = getattr(image_processing, f"{name}ImageProcessor")(**options)
-    assert_same(ours, theirs, random_images(SIZES, seed=42))
+    assert_same_pixels(ours, theirs, random_images(SIZES, seed=42))
 
 
 @pytest.mark.parametrize("options", [
@@ -161,14 +147,14 @@ def test_mask_former_options_match_transformers(name, options):
 def test_one_former_options_match_transformers(options):
     theirs = transformers.OneFormerImageProcessorPil(**options)
     ours = image_processing.OneFormerImageProcessor(**options)
-    assert_same(ours, theirs, random_images(SIZES, seed=43))
+    assert_same_pixels(ours, theirs, random_images(SIZES, seed=43))
 
 
 def test_per_call_options_match_transformers():
     theirs, ours = transformers.Mask2FormerImageProcessorPil(), image_processing.Mask2FormerImageProcessor()
     options = {"size": {"shortest_edge": 40, "longest_edge": 80}, "size_divisor": 8}
     # transformers takes a per-call pad_size as a SizeDict only.
-    assert_same(ours, theirs, random_images(SIZES[:3], seed=44), pad_size={"height": 96, "width": 96}, **options,
+    assert_same_pixels(ours, theirs, random_images(SIZES[:3], seed=44), pad_size={"height": 96, "width": 96}, **options,
                 theirs_kwargs={**options, "pad_size": SizeDict(height=96, width=96)})
 
 
@@ -183,7 +169,7 @@ def test_mask2former_config_reads_as_transformers_reads_it(tmp_path):
     assert type(ours).__name__ == "Mask2FormerImageProcessor"
     assert type(theirs).__name__ == "Mask2FormerImageProcessorPil"
     assert ours.ignore_index == 255 and ours.extra_config["reduce_labels"] is False
-    assert_same(ours, theirs, random_images(SIZES[:3], seed=45))
+    assert_same_pixels(ours, theirs, random_images(SIZES[:3], seed=45))
 
 
 def test_maskformer_feature_extractor_config_reads_as_transformers_reads_it(tmp_path):
@@ -195,7 +181,7 @@ def test_maskformer_feature_extractor_config_reads_as_transformers_reads_it(tmp_
         "max_size": 2048, "num_labels": 150, "reduce_labels": False, "size": 512, "size_divisibility": 32})
     assert type(ours).__name__ == "MaskFormerImageProcessor" and type(theirs).__name__ == "MaskFormerImageProcessorPil"
     assert ours.size == {"shortest_edge": 512, "longest_edge": 2048} and ours.size_divisor == 32
-    assert_same(ours, theirs, random_images(SIZES[:3], seed=46))
+    assert_same_pixels(ours, theirs, random_images(SIZES[:3], seed=46))
 
 
 @pytest.mark.parametrize("legacy_size", [False, True], ids=["size_dict", "int_size_max_size"])
@@ -222,7 +208,7 @@ def test_oneformer_config_reads_as_transformers_reads_it(tmp_path, legacy_size):
     # The panorama's long side passes 2048 only without the longest edge.
     panorama = random_images([(120, 900)], seed=47)
     assert ours(panorama).pixel_values.shape == ((1, 512, 3840, 3) if legacy_size else (1, 273, 2048, 3))
-    assert_same(ours, theirs, random_images(SIZES[:3], seed=48) + panorama)
+    assert_same_pixels(ours, theirs, random_images(SIZES[:3], seed=48) + panorama)
 
 
 @pytest.mark.parametrize("name", ["DPT", "Mask2Former", "OneFormer"])
@@ -232,7 +218,7 @@ def test_gray_and_transparent_images_match_transformers(name):
     ours = getattr(image_processing, f"{name}ImageProcessor")()
     rgba, gray = random_images([(61, 83), (61, 83)], seed=49)
     rgba.putalpha(Image.fromarray(np.tile(np.arange(83, dtype=np.uint8) * 3, (61, 1))))
-    assert_same(ours, theirs, [rgba, gray.convert("L"), gray.convert("P")])
+    assert_same_pixels(ours, theirs, [rgba, gray.convert("L"), gray.convert("P")])
 
 
 def test_errors_name_the_problem():
