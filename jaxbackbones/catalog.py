@@ -21,6 +21,7 @@ from .families.preprocessing import DINOV3_PREPROCESSING, IMAGENET, RESNET_PREPR
 from .families.swin import SWIN_PREPROCESSING
 from .families.vit import DINOV2_PREPROCESSING
 from .image_processing import TimmImageProcessor, processor_class
+from .initializers import abstract_module
 from .models.timm import TimmBackboneConfig, supported_architectures
 from .registry import KnownCheckpoint
 
@@ -97,9 +98,7 @@ def _stages(config: PretrainedConfig) -> list[tuple[str, int, int]]:
 
 
 def _traced_stages(config: PretrainedConfig) -> list[tuple[str, int, int]]:
-    from flax import nnx
-
-    model = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
+    model = abstract_module(lambda: AutoBackbone.from_config(config))
     return list(zip(model.stage_names, model.num_features, model.reductions))
 
 

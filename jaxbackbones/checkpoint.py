@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import safetensors_header
 from .convert.rules import Conversion, ConversionReport, Rule, Table
+from .initializers import abstract_module
 from .sharding import place
 
 NATIVE_WEIGHTS_NAME = "model.nnx.safetensors"
@@ -314,14 +315,14 @@ def load_parts(
 ) -> tuple[nnx.Module, ConversionReport]:
     """Build a module whose state comes from a checkpoint read in `parts` (see `iter_checkpoint`) through `table`.
 
-    The module is built abstractly (`nnx.eval_shape`): no random weights are drawn. Each converted array goes to
+    The module is built abstractly (`initializers.abstract_module`): no random weights are drawn. Each converted array goes to
     its place as soon as it is made, and is freed: on the default device, or, with `shardings` (array shape ->
     `Sharding`, e.g. `sharding.ShardingRule`), straight onto its devices, each of which receives only its own
     slice, read from the (memory-mapped) checkpoint; in a multi-host run each process reads only the slices of its
     own devices. Entries the table allows to be missing get the table's initial values. Raises
     `CheckpointMismatchError` naming every missing, unexpected and mismatched entry of every part.
     """
-    graphdef, state = nnx.split(nnx.eval_shape(build))
+    graphdef, state = nnx.split(abstract_module(build))
     variables = {".".join(map(str, path)): (path, variable) for path, variable in nnx.to_flat_state(state)}
     conversion = Conversion(table, {key: variable.shape for key, (_, variable) in variables.items()})
     filled = {}

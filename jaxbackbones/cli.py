@@ -156,6 +156,7 @@ def info(args) -> int:
     from flax import nnx
 
     from . import AutoBackbone, AutoConfig, checkpoint, hub
+    from .initializers import abstract_module
 
     config_dict = hub.load_config_dict(args.model, revision=args.revision)
     config = AutoConfig.from_pretrained(args.model, revision=args.revision)
@@ -163,7 +164,7 @@ def info(args) -> int:
         index = hub.resolve_file(args.model, index_name, revision=args.revision, required=False)
         if index is not None:
             hub.shard_names(hub.inside_checkpoint(index))
-    model = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
+    model = abstract_module(lambda: AutoBackbone.from_config(config))
     parameters = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
     native = config_dict.get(checkpoint.NATIVE_KEY)
     stored = native["param_dtype"] if native else config_dict.get("dtype") or config_dict.get("torch_dtype")

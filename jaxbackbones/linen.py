@@ -44,6 +44,7 @@ from flax.nnx import bridge
 from flax.nnx.variablelib import variable_name_from_type
 
 from .auto import FAMILIES, AutoBackbone
+from .initializers import abstract_module
 
 Path = tuple[str, ...]
 
@@ -72,7 +73,7 @@ def to_variables(model: nnx.Module) -> dict[str, dict]:
 @functools.lru_cache(maxsize=16)
 def _skeleton(nnx_class, args: tuple, kwargs: FrozenDict):
     """(graphdef, abstract state) of the module `nnx_class(*args, **kwargs)` builds: no arrays are made."""
-    return nnx.split(nnx.eval_shape(lambda: nnx_class(*args, **kwargs, rngs=nnx.Rngs(0))))
+    return nnx.split(abstract_module(lambda: nnx_class(*args, **kwargs, rngs=nnx.Rngs(0))))
 
 
 def _values(model: nnx.Module) -> dict[tuple, Any]:

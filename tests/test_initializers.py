@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxbackbones import (
     AutoBackbone,
+    AutoConfig,
     ConvNextConfig,
     ConvNextV2Config,
     DINOv3ConvNextConfig,
@@ -21,6 +22,7 @@ from jaxbackbones import (
     SwinConfig,
     TimmBackboneConfig,
     initializers,
+    registry,
     sharding,
 )
 from jaxbackbones.auto import FAMILIES
@@ -208,6 +210,22 @@ def test_under_a_trace_the_module_is_abstract():
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves.values())
     assert {path: (leaf.shape, leaf.dtype) for path, leaf in leaves.items()} == {
         path: (variable[...].shape, variable[...].dtype) for path, variable in flat_state(reference).items()}
+
+
+@pytest.mark.parametrize("name", sorted(registry.examples()))
+def test_abstract_module_is_eval_shape_without_the_trace(name, monkeypatch):
+    """Every family's example: the graph and the (shape, dtype) of every variable as `nnx.eval_shape` gives them, all
+    abstract, no weight made."""
+    config = AutoConfig.for_model(**registry.examples()[name])
+    monkeypatch.setattr(initializers, "_make", lambda *args: pytest.fail("a weight was made"))
+    abstract = initializers.abstract_module(lambda: AutoBackbone.from_config(config))
+    traced = nnx.eval_shape(lambda: AutoBackbone.from_config(config))
+    assert nnx.graphdef(abstract) == nnx.graphdef(traced)
+    leaves = {path: variable.get_value() for path, variable in flat_state(abstract).items()}
+    assert all(type(leaf) is jax.ShapeDtypeStruct for leaf in leaves.values())
+    assert {path: (leaf.shape, leaf.dtype) for path, leaf in leaves.items()} == {
+        path: (variable.get_value().shape, variable.get_value().dtype)
+        for path, variable in flat_state(traced).items()}
 
 
 def test_a_weight_kept_outside_the_variables_is_an_error():
