@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
@@ -46,6 +45,12 @@ SAFETENSORS_DTYPES = {
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }
+
+
+# A page fault in a file mapping maps more cached pages than the one it reads: those of the aligned fault-around
+# window (Linux's fault_around_bytes, 64 KiB by default), and, where the page cache holds large folios (ext4, xfs),
+# every page of the folio, up to 2 MiB. Releases cover this much about a tensor.
+FAULT_AROUND_BYTES = 2 * 1024 * 1024
 
 
 class CheckpointError(ValueError):
@@ -272,7 +277,10 @@ def release_pages(array: np.ndarray) -> None:
 
     They stay in the page cache (and come back if the tensor is read again), but no longer count in the process's
     resident memory, which then holds the tensors in flight rather than every page of the file read so far.
-    A no-op for arrays that are not views into a memory map.
+    The pages dropped are those of the aligned `FAULT_AROUND_BYTES` about the tensor: reading a tensor also maps
+    cached pages around it, which hold its neighbours (released before, or read later, which then fault them in
+    again); left mapped, a file of small tensors stays largely resident. A no-op for arrays that are not views into
+    a memory map.
     """
     mapping = array
     while isinstance(mapping, np.ndarray):
@@ -283,8 +291,9 @@ def release_pages(array: np.ndarray) -> None:
     low = array.__array_interface__["data"][0] + sum(extent for extent in extents if extent < 0)
     high = low + sum(abs(extent) for extent in extents) + array.itemsize
     start = np.frombuffer(mapping, np.uint8, count=1).ctypes.data
-    begin = (low - start) // mmap.PAGESIZE * mmap.PAGESIZE
-    mapping.madvise(mmap.MADV_DONTNEED, begin, min(high - start, len(mapping)) - begin)
+    begin = max(low // FAULT_AROUND_BYTES * FAULT_AROUND_BYTES, start)
+    end = min(-(-high // FAULT_AROUND_BYTES) * FAULT_AROUND_BYTES, start + len(mapping))
+    mapping.madvise(mmap.MADV_DONTNEED, begin - start, end - begin)
 
 
 def flat_state(module: nnx.Module) -> dict[str, nnx.Variable]:
@@ -330,8 +339,11 @@ def load_parts(
     def fill(key: str, value: np.ndarray) -> None:
         variable = variables[key][1]
         if shardings is None:
-            # A copy: on CPU jnp.asarray may alias the numpy buffer (a memory map, or a torch tensor's storage).
-            array = jnp.array(value, dtype=variable.dtype, copy=True)
+            # A copy (on CPU jax may otherwise alias the numpy buffer: a memory map, or a torch tensor's storage), and
+            # one only (`jnp.array(copy=True)` makes a second on the host). The transfer reads `value` asynchronously:
+            # it must be done before the pages are released, or it reads them back in, and they stay until the part
+            # is done (a native file is one part: the whole checkpoint).
+            array = jax.device_put(np.asarray(value, dtype=variable.dtype), may_alias=False).block_until_ready()
         else:
             array = place(value, shardings(value.shape), dtype=variable.dtype)
         filled[key] = variable.replace(array)

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -78,6 +79,43 @@ def test_native_load_does_not_import_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
+
+
+def resident_bytes_of(path) -> int:
+    """How much of the file at `path` this process's memory maps of it hold resident (Rss in /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line: range perms ... path
+                inside = fields[-1] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1]) * 1024
+    return total
+
+
+def test_native_load_holds_one_tensor_of_the_file_at_a_time(tmp_path, monkeypatch):
+    # Every tensor is read from the memory-mapped file while it is placed, and its pages released once placed; a
+    # loader that read the whole file before placing it, or whose transfers read the pages after their release
+    # (they then stay until the whole file is placed), holds the whole file resident.
+    config = ResNetConfig(embedding_size=32, hidden_sizes=[256, 512, 1024], depths=[2, 2, 3])
+    AutoBackbone.from_config(config).save_pretrained(tmp_path / "native")
+    path = os.path.realpath(tmp_path / "native" / NATIVE_WEIGHTS_NAME)
+    release_pages, resident = checkpoint.release_pages, []
+
+    def recording_release(array):
+        resident.append((array.nbytes, resident_bytes_of(path)))
+        release_pages(array)
+
+    monkeypatch.setattr(checkpoint, "release_pages", recording_release)
+    AutoBackbone.from_pretrained(tmp_path / "native")
+    largest = max(nbytes for nbytes, _ in resident)
+    # what one tensor in flight may keep mapped: itself and the rest of the windows its reads map
+    bound = largest + 2 * checkpoint.FAULT_AROUND_BYTES
+    assert os.path.getsize(path) > 2 * bound
+    # the tensor being released is resident (it was read from the map), and little else of the file is
+    assert max(held for nbytes, held in resident if nbytes == largest) >= largest
+    assert max(held for _, held in resident) <= bound
 
 def hub_checkpoint(tmp_path, repo_id, seed=0):
     torch_model = randomize_torch_module(transformers.ResNetBackbone(transformers.ResNetConfig(**SMALL)), seed)
