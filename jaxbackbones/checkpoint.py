@@ -324,11 +324,11 @@ def load_parts(
 ) -> tuple[nnx.Module, ConversionReport]:
     """Build a module whose state comes from a checkpoint read in `parts` (see `iter_checkpoint`) through `table`.
 
-    The module is built abstractly (`initializers.abstract_module`): no random weights are drawn. Each converted array goes to
-    its place as soon as it is made, and is freed: on the default device, or, with `shardings` (array shape ->
-    `Sharding`, e.g. `sharding.ShardingRule`), straight onto its devices, each of which receives only its own
-    slice, read from the (memory-mapped) checkpoint; in a multi-host run each process reads only the slices of its
-    own devices. Entries the table allows to be missing get the table's initial values. Raises
+    The module is built abstractly (`initializers.abstract_module`): no random weights are drawn. Each converted
+    array goes to its place as soon as it is made, and is freed: on the default device, or, with `shardings` (array
+    shape -> `Sharding`, e.g. `sharding.ShardingRule`), straight onto its devices, each of which receives only its
+    own slice, read from the (memory-mapped) checkpoint; in a multi-host run each process reads only the slices of
+    its own devices. Entries the table allows to be missing get the table's initial values. Raises
     `CheckpointMismatchError` naming every missing, unexpected and mismatched entry of every part.
     """
     graphdef, state = nnx.split(abstract_module(build))
