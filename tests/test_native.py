@@ -2,7 +2,6 @@
 
 import errno
 import json
-import mmap
 import os
 import subprocess
 import sys
@@ -80,7 +79,6 @@ def test_native_load_does_not_import_torch(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-
 def resident_bytes_of(path) -> int:
     """How much of the file at `path` this process's memory maps of it hold resident (Rss in /proc/self/smaps)."""
     total, inside = 0, False
@@ -116,6 +114,7 @@ def test_native_load_holds_one_tensor_of_the_file_at_a_time(tmp_path, monkeypatc
     # the tensor being released is resident (it was read from the map), and little else of the file is
     assert max(held for nbytes, held in resident if nbytes == largest) >= largest
     assert max(held for _, held in resident) <= bound
+
 
 def hub_checkpoint(tmp_path, repo_id, seed=0):
     torch_model = randomize_torch_module(transformers.ResNetBackbone(transformers.ResNetConfig(**SMALL)), seed)
