@@ -196,7 +196,37 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state_dict.items()
     ):
         raise CheckpointError(f"{path} is not a state dict (a mapping of names to tensors)")
-    return {key: _tensor_to_numpy(tensor) for key, tensor in state_dict.items()}
+    return _views_of_own_map(path, state_dict) or {key: _tensor_to_numpy(tensor) for key, tensor in state_dict.items()}
+
+
+def _views_of_own_map(path: str | os.PathLike, state_dict: Mapping) -> dict[str, np.ndarray] | None:
+    """torch's memory-mapped tensors as views into a memory map of our own of the same file, at the places torch's
+    map gives them, so that `release_pages` can drop their pages as they are placed (torch's map keeps every page
+    read: the whole file, by the end); None where torch's map is not found (not Linux, or not memory-mapped)."""
+    real, regions = os.path.realpath(path), []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:  # start-end perms offset device inode path
+                fields = line.rstrip("\n").split(maxsplit=5)
+                if len(fields) == 6 and fields[5] == real:
+                    low, high = (int(address, 16) for address in fields[0].split("-"))
+                    regions.append((low, high, int(fields[2], 16)))
+    except OSError:
+        return None
+    if not regions:
+        return None
+    buffer = np.memmap(path, dtype=np.uint8, mode="r")  # its base is the mmap.mmap that `release_pages` looks for
+    views = {}
+    for key, tensor in state_dict.items():
+        address = tensor.data_ptr()
+        region = next(((low, offset) for low, high, offset in regions if low <= address < high), None)
+        if region is None or not tensor.is_contiguous():
+            views[key] = _tensor_to_numpy(tensor)
+            continue
+        dtype = _tensor_to_numpy(tensor.reshape(-1)[:0]).dtype
+        begin = address - region[0] + region[1]
+        views[key] = buffer[begin:begin + tensor.numel() * dtype.itemsize].view(dtype).reshape(tuple(tensor.shape))
+    return views
 
 
 def _tensor_to_numpy(tensor) -> np.ndarray:

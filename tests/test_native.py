@@ -92,13 +92,28 @@ def resident_bytes_of(path) -> int:
     return total
 
 
-def test_native_load_holds_one_tensor_of_the_file_at_a_time(tmp_path, monkeypatch):
+def write_large_small_model(folder, kind):
+    """A ResNet whose weights (15 MB) are many tensors of at most 2.4 MB: a native folder, or a torch .bin one."""
+    hidden_sizes, depths = [256, 512, 1024], [2, 2, 3]
+    if kind == "native":
+        AutoBackbone.from_config(ResNetConfig(embedding_size=32, hidden_sizes=hidden_sizes,
+                                              depths=depths)).save_pretrained(folder)
+        return folder / NATIVE_WEIGHTS_NAME
+    import torch
+
+    model = transformers.ResNetBackbone(transformers.ResNetConfig(embedding_size=32, hidden_sizes=hidden_sizes,
+                                                                  depths=depths))
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder / "pytorch_model.bin"
+
+
+@pytest.mark.parametrize("kind", ["native", "bin"])
+def test_loading_holds_one_tensor_of_the_file_at_a_time(tmp_path, monkeypatch, kind):
     # Every tensor is read from the memory-mapped file while it is placed, and its pages released once placed; a
-    # loader that read the whole file before placing it, or whose transfers read the pages after their release
-    # (they then stay until the whole file is placed), holds the whole file resident.
-    config = ResNetConfig(embedding_size=32, hidden_sizes=[256, 512, 1024], depths=[2, 2, 3])
-    AutoBackbone.from_config(config).save_pretrained(tmp_path / "native")
-    path = os.path.realpath(tmp_path / "native" / NATIVE_WEIGHTS_NAME)
+    # loader that read the whole file before placing it, or kept the pages it read mapped (torch's own map of a
+    # .bin file), holds the whole file resident.
+    path = os.path.realpath(write_large_small_model(tmp_path / kind, kind))
     release_pages, resident = checkpoint.release_pages, []
 
     def recording_release(array):
@@ -106,7 +121,7 @@ def test_native_load_holds_one_tensor_of_the_file_at_a_time(tmp_path, monkeypatc
         release_pages(array)
 
     monkeypatch.setattr(checkpoint, "release_pages", recording_release)
-    AutoBackbone.from_pretrained(tmp_path / "native")
+    AutoBackbone.from_pretrained(tmp_path / kind, cache_conversion=False)
     largest = max(nbytes for nbytes, _ in resident)
     # what one tensor in flight may keep mapped: itself and the rest of the windows its reads map
     bound = largest + 2 * checkpoint.FAULT_AROUND_BYTES
