@@ -8,7 +8,8 @@ then, each in a fresh process: `AutoBackbone.from_pretrained(torch folder)` (rea
 the same followed by `save_pretrained` (what `jaxbackbones convert` does: "convert_to_native"),
 `AutoBackbone.from_pretrained(native folder)` ("native_load") and, with `--bin`, from a `pytorch_model.bin` copy of the
 checkpoint ("convert_bin"). Peak memory is the process's peak resident-memory growth over
-a baseline taken after JAX has started (the loaded model included), as a multiple of the checkpoint's size.
+a baseline taken after JAX has started (the loaded model included), as a multiple of the checkpoint's size; for
+the .bin, after torch is imported too (its libraries, ~0.5 GB whatever the checkpoint, are recorded apart).
 Prints a table and writes JSON.
 """
 
@@ -75,8 +76,14 @@ def measure(folder: str, save_to: str | None = None) -> dict:
             model.save_pretrained(save_to)
 
     jax.block_until_ready(jnp.ones(1) + 1)  # start the runtime before the baseline
+    facts = {}
+    if any(Path(folder).glob("*.bin")):  # torch's libraries: a fixed cost (~0.5 GB), apart from the checkpoint's
+        before = resident_bytes()
+        import torch  # noqa: F401
+
+        facts["torch_import_bytes"] = resident_bytes() - before
     _, seconds, peak = timed_peak(run)
-    return {"seconds": seconds, "peak_rss_growth_bytes": peak}
+    return {"seconds": seconds, "peak_rss_growth_bytes": peak, **facts}
 
 
 def timed_peak(run):
@@ -150,6 +157,8 @@ def main():
                 result = json.loads(output.strip().splitlines()[-1])
                 row[f"{kind}_s"] = result["seconds"]
                 row[f"{kind}_peak_over_checkpoint"] = result["peak_rss_growth_bytes"] / size
+                if "torch_import_bytes" in result:
+                    row[f"{kind}_torch_import_bytes"] = result["torch_import_bytes"]
             rows[name] = row
 
     kinds = [kind for kind in ("convert", "convert_to_native", "native_load", "convert_bin") if f"{kind}_s" in row]
