@@ -26,7 +26,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,10 +78,9 @@ def main():
                                       text=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "jaxbackbones"],
                                     capture_output=True, text=True).stdout.strip())
-        before_run = import_revision(Path(folder))
-        before_models = dict(before_run.MODELS)
         after_run = import_revision(ROOT)
-        common = [name for name in after_run.MODELS if name in before_models]
+        before_names = set(import_revision(Path(folder)).MODELS)
+        common = [name for name in after_run.MODELS if name in before_names]
         names = args.models.split(",") if args.models else common
         unknown = [name for name in names if name not in common]
         if unknown:
@@ -91,25 +89,30 @@ def main():
         env.update(before=before_commit, after=after_commit + ("+uncommitted changes" if dirty else ""))
         print(f"CPU: {env['cpu']}, {env['cpu_threads']} of {env['cpu_count']} cores used, load average "
               f"{env['load_average']}\nbefore {before_commit[:10]}, after {env['after'][:10]}, batch {args.batch}, "
-              f"float32")
+              f"float32", flush=True)
 
-        rows = {}
-        for name in names:
-            row = rows[name] = {}
-            runners = {}
-            for label, run, entry in (("before", before_run, before_models[name]),
-                                      ("after", after_run, after_run.MODELS[name])):
-                facts = {}
+        # Each revision's models are built before the next revision is imported: what a module imports lazily is
+        # then of its own revision.
+        rows = {name: {} for name in names}
+        runners = {name: {} for name in names}
+        for label, source in (("before", Path(folder)), ("after", ROOT)):
+            run = import_revision(source)
+            for name in names:
+                entry, facts = run.MODELS[name], {}
                 prepared = run.prepare_ours(entry, args.batch, entry.size, jnp.float32, facts.__setitem__,
                                             train=not args.skip_train)
-                runners.update({f"{label}_{task}": fn for task, fn in prepared.items()})
-                row[f"{label}_inference_compile_s"] = facts["inference_compile_s"]
+                runners[name].update({f"{label}_{task}": fn for task, fn in prepared.items()})
+                rows[name][f"{label}_inference_compile_s"] = facts["inference_compile_s"]
+                print(f"{name}: {label} compiled", flush=True)
+
+        for name in names:
+            row = rows[name]
             for task in ("inference",) + (() if args.skip_train else ("train",)):
                 ratios = []
                 for _ in range(args.runs):
                     measured = {}
-                    after_run.measure({label: runners[f"{label}_{task}"] for label in ("before", "after")},
-                                      args.batch, args.iterations, args.rounds, measured.__setitem__)
+                    run.measure({label: runners[name][f"{label}_{task}"] for label in ("before", "after")},
+                                args.batch, args.iterations, args.rounds, measured.__setitem__)
                     ratios.append(measured["after_img_s"] / measured["before_img_s"])
                     row.setdefault(f"before_{task}_img_s", []).append(measured["before_img_s"])
                     row.setdefault(f"after_{task}_img_s", []).append(measured["after_img_s"])
@@ -117,8 +120,7 @@ def main():
                 row[f"{task}_after_over_before_median"] = statistics.median(ratios)
                 print(f"{name:<22} {task:<9} after/before " + " ".join(f"{ratio:.3f}" for ratio in ratios)
                       + f"  median {statistics.median(ratios):.3f}", flush=True)
-            jax.clear_caches()
-            del runners
+            del runners[name]
 
     output = args.output or ROOT / "benchmarks" / "results" / f"{env['date']}-cpu-before-after-{before_commit[:7]}.json"
     output.write_text(json.dumps({"environment": env, "batch": args.batch, "dtype": "float32", "runs": args.runs,

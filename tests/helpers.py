@@ -19,10 +19,22 @@ import numpy as np
 PARITY_RTOL = 1e-5
 
 # XLA:CPU's LLVM optimisation passes are most of the suite's time: the tests compile hundreds of small programs and
-# run each once or twice (a tiny Swin's train step compiled in 11.6 s with them, 2.3 s without; 2 EPYC cores). The
-# tests check values, which these passes do not change beyond float rounding; speed is measured in benchmarks/.
-# conftest.py sets them for the session; what runs long (the notebooks' training) compiles without them.
-QUICK_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+# run each once or twice (a tiny Swin's train step compiled in 11.6 s with them, 2.3 s without; 2 EPYC cores), and
+# its newer fusion emitters (MLIR) compile slower than the classic ones (a small SAM2 train step: 2.9 s against
+# 1.1 s, a ResNet's 0.94 against 0.37, the same run time). The tests check values, which neither changes beyond float
+# rounding; speed is measured in benchmarks/. conftest.py sets them for the session; what runs long (the notebooks'
+# training) compiles without them.
+QUICK_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
+                       "--xla_cpu_use_fusion_emitters=false")
+# The classic emitters round differently from the fusion emitters where two programs differ (Linen's and NNX's train
+# steps: the gradients of a k bias, zero but for rounding) and flush float32 denormals in a clamp. A test whose claim
+# is bit equality across programs, or a value to the last bit, compiles with the emitters users get.
+USERS_EMITTERS = {"xla_cpu_use_fusion_emitters": True}
+
+
+def compiled_as_users_compile(jitted, *args):
+    """`jitted` (a `jax.jit` or `nnx.jit` function) compiled for `args` with XLA:CPU's default fusion emitters."""
+    return jitted.lower(*args).compile(USERS_EMITTERS)
 
 
 # Learned tokens and position embeddings (any rank): drawn at unit scale, not at a fan-in scale that would make a

@@ -12,7 +12,14 @@ import optax
 import pytest
 import transformers
 from flax import nnx, traverse_util
-from helpers import FIXED_INPUT_SIZES, SMALL_CONFIGS, fresh_model, randomize_torch_module, write_to_hub_cache
+from helpers import (
+    FIXED_INPUT_SIZES,
+    SMALL_CONFIGS,
+    compiled_as_users_compile,
+    fresh_model,
+    randomize_torch_module,
+    write_to_hub_cache,
+)
 
 from jaxbackbones import AutoBackbone, DINOv3ViTConfig, ResNetConfig, SwinConfig
 from jaxbackbones import linen as jl
@@ -100,7 +107,8 @@ def _make_rng(key, stream):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_two_sgd_steps_in_linen_equal_nnx(family):
     """Train mode: batch statistics and their update, dropout and drop path from the dropout key, gradients of every
-    parameter, and two SGD steps under jit: Linen and NNX agree bit for bit."""
+    parameter, and two SGD steps under jit: Linen and NNX agree bit for bit (compiled as users compile them: the
+    suite's quick compile flags round the two programs differently)."""
     model = fresh_model(family)  # train mode
     module, variables = jl.LinenBackbone.for_config(model.config), jl.to_variables(model)
     tx = optax.sgd(0.1)
@@ -131,6 +139,8 @@ def test_two_sgd_steps_in_linen_equal_nnx(family):
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     params, opt_state = variables["params"], tx.init(variables["params"])
     batch_stats = {"batch_stats": variables["batch_stats"]} if "batch_stats" in variables else {}
+    linen_step = compiled_as_users_compile(linen_step, params, opt_state, batch_stats, images[0], 0)
+    nnx_step = compiled_as_users_compile(nnx_step, model, optimizer, images[0], key)
     for step, x in enumerate(images):
         params, opt_state, batch_stats, linen_loss, linen_grads, linen_outputs = linen_step(
             params, opt_state, batch_stats, x, step)

@@ -19,6 +19,7 @@ from jaxbackbones import AutoBackbone, AutoConfig, AutoImageProcessor, TimmBackb
 from jaxbackbones.auto import FAMILIES, export_pretrained
 from jaxbackbones.checkpoint import flat_state
 from jaxbackbones.convert.rules import CheckpointMismatchError, convert_state_dict, export_state_dict
+from jaxbackbones.initializers import abstract_module
 from jaxbackbones.layers import BatchNorm
 from jaxbackbones.models.timm import TIMM_ARCHITECTURES, EvaSpec, SwinSpec, ViTSpec
 from jaxbackbones.training import trainable_filter
@@ -276,7 +277,7 @@ def test_channels_first_and_jit(checkpoints):
 
 
 def _abstract(config):
-    return nnx.eval_shape(lambda: TimmBackbone(config, rngs=nnx.Rngs(0)))
+    return abstract_module(lambda: TimmBackbone(config, rngs=nnx.Rngs(0)))
 
 
 # What each family's timm model has beyond the backbone: the classifier, and the norm that feeds only it.
