@@ -199,18 +199,25 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return _views_of_own_map(path, state_dict) or {key: _tensor_to_numpy(tensor) for key, tensor in state_dict.items()}
 
 
+def mapped_regions(path: str | os.PathLike) -> list[tuple[int, int, int]]:
+    """(start address, end address, file offset) of each of this process's memory maps of the file at `path`, from
+    /proc/self/maps (`OSError` where there is none: not Linux)."""
+    real, regions = os.path.realpath(path), []
+    with open("/proc/self/maps") as maps:
+        for line in maps:  # start-end perms offset device inode path
+            fields = line.rstrip("\n").split(maxsplit=5)
+            if len(fields) == 6 and fields[5] == real:
+                low, high = (int(address, 16) for address in fields[0].split("-"))
+                regions.append((low, high, int(fields[2], 16)))
+    return regions
+
+
 def _views_of_own_map(path: str | os.PathLike, state_dict: Mapping) -> dict[str, np.ndarray] | None:
     """torch's memory-mapped tensors as views into a memory map of our own of the same file, at the places torch's
     map gives them, so that `release_pages` can drop their pages as they are placed (torch's map keeps every page
     read: the whole file, by the end); None where torch's map is not found (not Linux, or not memory-mapped)."""
-    real, regions = os.path.realpath(path), []
     try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:  # start-end perms offset device inode path
-                fields = line.rstrip("\n").split(maxsplit=5)
-                if len(fields) == 6 and fields[5] == real:
-                    low, high = (int(address, 16) for address in fields[0].split("-"))
-                    regions.append((low, high, int(fields[2], 16)))
+        regions = mapped_regions(path)
     except OSError:
         return None
     if not regions:

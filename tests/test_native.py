@@ -85,14 +85,11 @@ def resident_bytes_of(path) -> int:
     pages in /proc/self/pagemap (reading /proc/self/smaps instead walks every mapping of the process: seconds in a
     long-lived test worker)."""
     page, resident = mmap.PAGESIZE, 0
-    with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
-        for line in maps:  # start-end perms offset device inode path
-            fields = line.rstrip("\n").split(maxsplit=5)
-            if len(fields) == 6 and fields[5] == str(path):
-                low, high = (int(address, 16) for address in fields[0].split("-"))
-                pagemap.seek(low // page * 8)
-                entries = np.frombuffer(pagemap.read((high - low) // page * 8), dtype=np.uint64)
-                resident += int(np.count_nonzero(entries >> np.uint64(63))) * page
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        for low, high, _ in checkpoint.mapped_regions(path):
+            pagemap.seek(low // page * 8)
+            entries = np.frombuffer(pagemap.read((high - low) // page * 8), dtype=np.uint64)
+            resident += int(np.count_nonzero(entries >> np.uint64(63))) * page
     return resident
 
 
