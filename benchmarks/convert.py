@@ -47,11 +47,6 @@ LARGE_CHECKPOINTS = {
 }
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
-
-
 def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
@@ -124,6 +119,7 @@ def main():
         return
 
     import transformers
+    from run import cpu_description
 
     from jaxbackbones import AutoBackbone
 
@@ -170,7 +166,7 @@ def main():
     suffix = f"-{args.models.replace(',', '-')}" if args.models else ""
     output = args.output or Path(__file__).parent / "results" / f"{date}-conversion-cpu{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"date": date, "cpu": cpu_model(),
+    output.write_text(json.dumps({"date": date, "cpu": cpu_description()["cpu"],
                                   "results": rows}, indent=2) + "\n")
     print(f"wrote {output}")
 

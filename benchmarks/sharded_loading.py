@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -88,12 +87,6 @@ def measure(folder: str, load: str) -> dict:
             "model_bytes": sum(variable[...].nbytes for variable in flat_state(model).values())}
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    return names[0] if names else platform.machine()
-
-
 def write_checkpoints(name: str, workdir: Path, shard_size: str) -> dict:
     """The model's checkpoint, random weights, as one file and as a sharded index; their sizes."""
     import torch
@@ -148,11 +141,13 @@ def main():
         print(f"{LOADS[load][0]:<56} {result['seconds']:>6.2f} {per_device / 1e6:>10.1f} {per_device / size:>6.3f} "
               f"{result['peak_rss_growth_bytes'] / 1e6:>13.0f} {result['peak_rss_growth_bytes'] / size:>6.2f} "
               f"{overhead / 1e6:>16.0f} {overhead / size:>6.2f}")
+    from run import cpu_description
+
     date = datetime.date.today().isoformat()
     output = args.output or Path(__file__).parent / "results" / f"{date}-sharded-loading-{args.model}-cpu.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"date": date, "model": args.model, "config": MODELS[args.model][2],
-                                  "cpu": cpu_model(), "devices": DEVICES,
+                                  "cpu": cpu_description()["cpu"], "devices": DEVICES,
                                   "checkpoint": checkpoint, "loads": rows}, indent=2) + "\n")
     print(f"wrote {output}")
 
